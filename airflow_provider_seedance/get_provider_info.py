@@ -1,0 +1,87 @@
+"""Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_seedance import __version__
+
+DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider's metadata: connection type, UI form, modules and extra links."""
+    integration = "ByteDance Seedance (RunComfy Model API)"
+    return {
+        "package-name": "airflow-provider-seedance",
+        "name": "Seedance",
+        "description": "Generate videos with ByteDance Seedance on the RunComfy Model API and land them "
+        "in object storage.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": integration,
+                "external-doc-url": "https://www.runcomfy.com/models/bytedance/seedance-v1.5-pro/image-to-video",
+                "tags": ["ai", "video"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": integration, "python-modules": ["airflow_provider_seedance.hooks.seedance"]}
+        ],
+        "operators": [
+            {
+                "integration-name": integration,
+                "python-modules": ["airflow_provider_seedance.operators.seedance"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": integration,
+                "python-modules": ["airflow_provider_seedance.sensors.seedance"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": integration,
+                "python-modules": ["airflow_provider_seedance.triggers.seedance"],
+            }
+        ],
+        "transfers": [
+            {
+                "source-integration-name": integration,
+                "target-integration-name": "Amazon Simple Storage Service (S3)",
+                "python-module": "airflow_provider_seedance.transfers.seedance_to_s3",
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_seedance.hooks.seedance.SeedanceHook",
+                "hook-name": "Seedance (RunComfy)",
+                "connection-type": "seedance",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port", "extra"],
+                    "relabeling": {"password": "API token", "host": "Base URL"},
+                    "placeholders": {"host": DEFAULT_BASE_URL, "password": "RunComfy API token"},
+                },
+                "conn-fields": {
+                    "timeout": {
+                        "label": "Timeout (seconds)",
+                        "description": "Seconds allowed for each HTTP call to the API (default 30).",
+                        "schema": {"type": ["number", "null"], "minimum": 1},
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "description": "Retries of status, result and cancel calls on 429/5xx/network "
+                        "errors (default 5). Submissions are never retried.",
+                        "schema": {"type": ["integer", "null"], "minimum": 0},
+                    },
+                    "retry_backoff": {
+                        "label": "Retry backoff (seconds)",
+                        "description": "First delay between retries, doubled each attempt (default 1).",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                    },
+                },
+            }
+        ],
+        "extra-links": ["airflow_provider_seedance.operators.seedance.SeedanceVideoLink"],
+    }

@@ -1,0 +1,120 @@
+"""The provider's single retry policy for idempotent calls (status, result, cancel, catalog, downloads).
+
+Submissions never go through this module: the API has no idempotency key, so a repeated POST could
+start and bill a second video.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+)
+
+from airflow_provider_seedance.exceptions import SeedanceTransientError
+
+log = logging.getLogger(__name__)
+
+RETRY_WAIT_INITIAL_SECONDS = 1.0
+"""First backoff delay; doubled on every further attempt."""
+
+RETRY_WAIT_MAX_SECONDS = 60.0
+"""Upper bound of one exponential backoff delay."""
+
+RETRY_AFTER_MAX_SECONDS = 300.0
+"""A server's ``Retry-After`` is honoured up to this bound (a hostile or buggy header must not park us)."""
+
+RETRY_JITTER_SECONDS = 1.0
+"""Random extra delay, so thousands of triggers do not retry in lockstep after an outage."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """
+    Say whether a failed idempotent call may be repeated.
+
+    :param exc: the exception the call raised.
+    """
+    return isinstance(exc, SeedanceTransientError) and exc.retryable
+
+
+class BackoffWait:
+    """
+    Compute the delay before the next attempt: the server's ``Retry-After`` if any, else backoff + jitter.
+
+    :param initial: the first exponential delay, in seconds.
+    :param maximum: the upper bound of an exponential delay, in seconds.
+    :param jitter: the upper bound of the random delay added to every wait, in seconds.
+    """
+
+    def __init__(
+        self,
+        initial: float = RETRY_WAIT_INITIAL_SECONDS,
+        maximum: float = RETRY_WAIT_MAX_SECONDS,
+        jitter: float = RETRY_JITTER_SECONDS,
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.jitter = jitter
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return min(max(float(retry_after), 0.0), RETRY_AFTER_MAX_SECONDS)
+        backoff = min(self.initial * (2 ** (retry_state.attempt_number - 1)), self.maximum)
+        return backoff + random.uniform(0, self.jitter)
+
+
+def _log_before_sleep(call: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(retry_state: RetryCallState) -> None:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        delay = retry_state.next_action.sleep if retry_state.next_action else 0.0
+        log.warning(
+            "Seedance %s failed (attempt %d): %s; retrying in %.1f s",
+            call,
+            retry_state.attempt_number,
+            exc,
+            delay,
+        )
+
+    return before_sleep
+
+
+def _common(call: str, max_retries: int, wait: BackoffWait | None) -> dict[str, Any]:
+    return {
+        "stop": stop_after_attempt(max(0, max_retries) + 1),
+        "wait": wait or BackoffWait(),
+        "retry": retry_if_exception(is_retryable),
+        "before_sleep": _log_before_sleep(call),
+        "reraise": True,
+    }
+
+
+def retrying(call: str, max_retries: int, wait: BackoffWait | None = None) -> Retrying:
+    """
+    Build a synchronous tenacity controller for one idempotent call.
+
+    :param call: a short name of the call, for the log (``status``, ``result``...).
+    :param max_retries: how many times to repeat after the first attempt.
+    :param wait: the delay policy (defaults to :class:`BackoffWait`).
+    """
+    return Retrying(**_common(call, max_retries, wait))
+
+
+def async_retrying(call: str, max_retries: int, wait: BackoffWait | None = None) -> AsyncRetrying:
+    """
+    Build an asyncio tenacity controller for one idempotent call (sleeps with ``asyncio.sleep``).
+
+    :param call: a short name of the call, for the log.
+    :param max_retries: how many times to repeat after the first attempt.
+    :param wait: the delay policy (defaults to :class:`BackoffWait`).
+    """
+    return AsyncRetrying(**_common(call, max_retries, wait))

@@ -1,0 +1,803 @@
+"""Hook for the RunComfy Model API (ByteDance Seedance), sync and async, on httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from functools import cached_property
+from typing import Any, TypeVar
+
+import httpx
+from airflow.sdk import BaseHook
+from pydantic import BaseModel, ValidationError
+
+from airflow_provider_seedance import __version__
+from airflow_provider_seedance.exceptions import (
+    SeedanceAPIError,
+    SeedanceAuthenticationError,
+    SeedanceConfigurationError,
+    SeedanceConnectionError,
+    SeedanceError,
+    SeedanceInputError,
+    SeedanceInputRejectedError,
+    SeedanceInsufficientBalanceError,
+    SeedanceInvalidIdentifierError,
+    SeedanceMalformedResponseError,
+    SeedanceNotFoundError,
+    SeedancePermissionDeniedError,
+    SeedanceRateLimitError,
+    SeedanceServerError,
+    SeedanceSubmissionStateUnknownError,
+    SeedanceTransientError,
+)
+from airflow_provider_seedance.get_provider_info import DEFAULT_BASE_URL
+from airflow_provider_seedance.hooks.retry import (
+    RETRY_JITTER_SECONDS,
+    RETRY_WAIT_INITIAL_SECONDS,
+    BackoffWait,
+    async_retrying,
+    retrying,
+)
+from airflow_provider_seedance.models import (
+    MODEL_ID_PATTERN,
+    REQUEST_ID_PATTERN,
+    CancelResponse,
+    ModelInfo,
+    ResultResponse,
+    StatusResponse,
+    SubmitResponse,
+    describe_error,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONN_ID = "seedance_default"
+DEFAULT_TIMEOUT_SECONDS = 30.0
+DEFAULT_MAX_RETRIES = 5
+
+ASYNC_MAX_CONNECTIONS = 20
+"""Connections per shared async client: thousands of triggers poll through this one pool."""
+
+ASYNC_MAX_KEEPALIVE = 20
+SYNC_MAX_CONNECTIONS = 4
+
+CONNECTION_TEST_REQUEST_ID = "airflow-connection-test"
+"""A request id that never exists: a 404 for it proves the token was accepted, without starting anything."""
+
+USER_AGENT = f"airflow-provider-seedance/{__version__}"
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+# RunComfy's documented error codes, each with what the user should do about it.
+_ERROR_CODES: dict[int, tuple[type[SeedanceAPIError], str]] = {
+    400001: (
+        SeedanceInvalidIdentifierError,
+        "Check the model id (e.g. bytedance/seedance-v1.5-pro/image-to-video) or request id.",
+    ),
+    403001: (
+        SeedancePermissionDeniedError,
+        "The request belongs to another RunComfy account: use that account's token.",
+    ),
+    404001: (
+        SeedanceNotFoundError,
+        "The request id is unknown, deleted or expired; outputs are kept for a limited time.",
+    ),
+    400002: (
+        SeedanceInsufficientBalanceError,
+        "The RunComfy account has no balance left: top it up, then retry.",
+    ),
+    400004: (
+        SeedanceAuthenticationError,
+        "The API token is missing, expired or revoked: update the connection's API token.",
+    ),
+}
+
+_HTTP_STATUSES: dict[int, tuple[type[SeedanceAPIError], str]] = {
+    400: (SeedanceInputRejectedError, "The API rejected the request; check the input fields."),
+    401: _ERROR_CODES[400004],
+    402: _ERROR_CODES[400002],
+    403: _ERROR_CODES[403001],
+    404: (SeedanceNotFoundError, "Check the model id or request id; requests expire after a while."),
+    422: (SeedanceInputRejectedError, "The API rejected the input fields; fix them and submit again."),
+}
+
+
+@dataclass(frozen=True)
+class SeedanceConnectionConfig:
+    """
+    Everything needed to call the API, resolved from an Airflow connection.
+
+    :param base_url: scheme + host (+ optional port and path prefix), no trailing slash.
+    :param token: the bearer token; kept out of ``repr()``.
+    :param timeout: seconds allowed per HTTP call.
+    :param max_retries: retries of idempotent calls.
+    :param retry_backoff: the first backoff delay in seconds (doubled per attempt, plus jitter).
+    """
+
+    base_url: str
+    token: str = field(repr=False)
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_backoff: float = RETRY_WAIT_INITIAL_SECONDS
+
+    def backoff(self) -> BackoffWait:
+        """The wait policy for retried calls."""
+        return BackoffWait(initial=self.retry_backoff, jitter=min(RETRY_JITTER_SECONDS, self.retry_backoff))
+
+    @property
+    def client_key(self) -> tuple[str, str, float]:
+        """Identify clients that may be shared: same URL, same token (hashed), same timeout."""
+        return (self.base_url, hashlib.sha256(self.token.encode()).hexdigest(), self.timeout)
+
+    @classmethod
+    def from_connection(cls, conn: Any, conn_id: str) -> SeedanceConnectionConfig:
+        """
+        Build the config from an Airflow ``Connection``.
+
+        :param conn: the connection object.
+        :param conn_id: its id, for error messages.
+        """
+        token = (conn.password or "").strip()
+        if not token:
+            raise SeedanceConfigurationError(
+                f"Connection {conn_id!r} has no API token: put the RunComfy API token in its password "
+                f"('API token' in the UI)."
+            )
+        extra = _extra_dict(conn, conn_id)
+        return cls(
+            base_url=normalize_base_url(
+                conn.host, getattr(conn, "port", None), getattr(conn, "schema", None)
+            ),
+            token=token,
+            timeout=_positive_number(extra.get("timeout", DEFAULT_TIMEOUT_SECONDS), "timeout", conn_id),
+            max_retries=int(
+                _positive_number(
+                    extra.get("max_retries", DEFAULT_MAX_RETRIES), "max_retries", conn_id, allow_zero=True
+                )
+            ),
+            retry_backoff=_positive_number(
+                extra.get("retry_backoff", RETRY_WAIT_INITIAL_SECONDS),
+                "retry_backoff",
+                conn_id,
+                allow_zero=True,
+            ),
+        )
+
+
+def _extra_dict(conn: Any, conn_id: str) -> dict[str, Any]:
+    try:
+        extra = conn.extra_dejson
+    except Exception as err:  # a malformed extra must not leak its content (it may hold secrets)
+        raise SeedanceConfigurationError(
+            f"Connection {conn_id!r} has an extra that is not valid JSON."
+        ) from err
+    return extra if isinstance(extra, dict) else {}
+
+
+def _positive_number(value: Any, name: str, conn_id: str, *, allow_zero: bool = False) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if number < 0 or (number == 0 and not allow_zero) or isinstance(value, bool):
+        raise SeedanceConfigurationError(
+            f"Connection {conn_id!r}: extra {name!r} must be a {'non-negative' if allow_zero else 'positive'} "
+            f"number, got {value!r}."
+        )
+    return number
+
+
+def normalize_base_url(host: str | None, port: int | None = None, schema: str | None = None) -> str:
+    """
+    Turn a connection's host (and port) into a base URL: empty means the real API; no scheme means https.
+
+    :param host: the connection host: ``model-api.runcomfy.net``, ``https://...`` or ``http://127.0.0.1:8765``.
+    :param port: the connection port, added when the host has none.
+    :param schema: the connection schema field, accepted as the scheme when it is ``http`` or ``https``.
+    """
+    text = (host or "").strip().rstrip("/")
+    if not text:
+        return DEFAULT_BASE_URL
+    if "://" not in text:
+        scheme = schema if schema in ("http", "https") else "https"
+        text = f"{scheme}://{text}"
+    url = httpx.URL(text)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise SeedanceConfigurationError(
+            f"The connection host {host!r} is not an http(s) URL; use e.g. {DEFAULT_BASE_URL}."
+        )
+    if port and url.port is None:
+        url = url.copy_with(port=int(port))
+    return str(url).rstrip("/")
+
+
+def check_request_id(request_id: object) -> str:
+    """
+    Return ``request_id`` if it has the shape of a RunComfy request id, else raise before any HTTP call.
+
+    :param request_id: the candidate id.
+    """
+    if not isinstance(request_id, str) or not REQUEST_ID_PATTERN.match(request_id):
+        raise SeedanceInputError(
+            f"request_id: must be 1-128 characters of letters, digits, '_' or '-' (got {request_id!r})"
+        )
+    return request_id
+
+
+def check_model_id(model_id: object) -> str:
+    """
+    Return ``model_id`` if it is a valid slash-separated model id, else raise before any HTTP call.
+
+    :param model_id: the candidate id, e.g. ``bytedance/seedance-v1.5-pro/image-to-video``.
+    """
+    if not isinstance(model_id, str) or not MODEL_ID_PATTERN.match(model_id.strip()):
+        raise SeedanceInputError(
+            "model_id: must be a RunComfy model id such as 'bytedance/seedance-v1.5-pro/image-to-video' "
+            f"(segments of letters, digits, '.', '_' or '-' separated by '/'), got {model_id!r}"
+        )
+    return model_id.strip()
+
+
+def payload_to_body(payload: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+    """
+    Turn a submit payload (a mapping or a pydantic model) into the JSON body, rejecting what JSON cannot carry.
+
+    :param payload: the model's input fields.
+    """
+    if isinstance(payload, BaseModel):
+        return payload.model_dump(mode="json")
+    if not isinstance(payload, Mapping):
+        raise SeedanceInputError(
+            f"input: must be a mapping of the model's input fields, got {type(payload).__name__}"
+        )
+    body = dict(payload)
+    try:
+        json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise SeedanceInputError(f"input: every value must be JSON-serialisable ({err})") from None
+    return body
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Response interpretation, shared by the sync and async sides
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _error_fields(body: Any) -> tuple[int | None, str]:
+    """Pull RunComfy's error code and message out of any of the body shapes seen in the wild."""
+    if not isinstance(body, Mapping):
+        return None, describe_error(body)
+    code = body.get("error_code", body.get("code"))
+    try:
+        code = int(code) if code is not None and not isinstance(code, bool) else None
+    except (TypeError, ValueError):
+        code = None
+    message = ""
+    for key in ("error_message", "message", "error", "detail"):
+        if body.get(key):
+            message = describe_error(body[key])
+            break
+    detail = body.get("detail")
+    if detail and message and describe_error(detail) not in message:
+        message = f"{message} ({describe_error(detail)})"
+    return code, message
+
+
+def interpret_response(
+    response: httpx.Response, *, call: str, request_id: str | None = None
+) -> dict[str, Any]:
+    """
+    Return the JSON body of a successful answer, or raise the exception the answer means.
+
+    :param response: the HTTP response (fully read).
+    :param call: what was called, for messages (``submit``, ``status``, ``result``, ``cancel``, ``model``).
+    :param request_id: the request the call was about, for messages.
+    """
+    status = response.status_code
+    about = f" for request {request_id}" if request_id else ""
+    try:
+        body: Any = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        body = None
+        if 200 <= status < 300:
+            raise SeedanceMalformedResponseError(
+                f"The API's {call} answer{about} was not valid JSON (HTTP {status}).",
+                status_code=status,
+                request_id=request_id,
+            ) from None
+
+    code, message = _error_fields(body)
+    # Some RunComfy APIs answer HTTP 200 with an error body: that is an error, not a success.
+    if 200 <= status < 300 and code is None and isinstance(body, dict):
+        return body
+    if 200 <= status < 300 and not isinstance(body, dict):
+        raise SeedanceMalformedResponseError(
+            f"The API's {call} answer{about} was JSON but not an object (HTTP {status}).",
+            status_code=status,
+            request_id=request_id,
+        )
+
+    retry_after = _retry_after(response)
+    text = message or response.reason_phrase or "no details"
+    prefix = f"Seedance {call}{about} failed: HTTP {status}" + (f", error_code {code}" if code else "")
+    if code in _ERROR_CODES:
+        cls, hint = _ERROR_CODES[code]
+    elif status in (408, 429):
+        cls, hint = SeedanceRateLimitError, "The API asked to slow down; the call is retried with backoff."
+    elif status >= 500:
+        cls, hint = SeedanceServerError, "The API had a server error; the call is retried with backoff."
+    elif status in _HTTP_STATUSES:
+        cls, hint = _HTTP_STATUSES[status]
+    else:
+        cls, hint = SeedanceAPIError, "See the RunComfy error codes documentation."
+    return _raise(cls, f"{prefix}: {text}. {hint}", status, code, request_id, retry_after)
+
+
+def _raise(
+    cls: type[SeedanceAPIError],
+    message: str,
+    status: int,
+    code: int | None,
+    request_id: str | None,
+    retry_after: float | None,
+) -> Any:
+    if issubclass(cls, SeedanceTransientError):
+        raise cls(
+            message, status_code=status, error_code=code, request_id=request_id, retry_after=retry_after
+        )
+    raise cls(message, status_code=status, error_code=code, request_id=request_id)
+
+
+def transport_error(
+    exc: httpx.HTTPError, *, call: str, request_id: str | None = None
+) -> SeedanceConnectionError:
+    """
+    Wrap an httpx transport failure (connect error, timeout, dropped connection) in a retryable error.
+
+    :param exc: the httpx error.
+    :param call: what was called.
+    :param request_id: the request the call was about.
+    """
+    about = f" for request {request_id}" if request_id else ""
+    # httpx messages carry no headers, so the token cannot leak through them.
+    return SeedanceConnectionError(
+        f"Seedance {call}{about} failed in transport: {type(exc).__name__}: {exc}", request_id=request_id
+    )
+
+
+def submission_error(exc: Exception, *, model_id: str) -> Exception:
+    """
+    Classify a failed submit: definitely-not-sent, definitely-rejected, or state unknown (never retried).
+
+    :param exc: what the POST raised (an httpx error or one of ours from :func:`interpret_response`).
+    :param model_id: the model the submission was for.
+    """
+    if isinstance(exc, httpx.ConnectError):
+        # The TCP/TLS connection was never established, so the API cannot have seen the request.
+        return SeedanceConnectionError(
+            f"Could not connect to the RunComfy API to submit to {model_id}: {exc}. Nothing was submitted; "
+            f"check the connection's Base URL and the network."
+        )
+    # A timeout, a cut connection, a 5xx or a garbled 2xx: the API may have accepted the request.
+    if isinstance(exc, (httpx.HTTPError, SeedanceServerError, SeedanceMalformedResponseError)):
+        return SeedanceSubmissionStateUnknownError(
+            f"Submission state unknown for model {model_id}: {exc}. The API may or may not have created "
+            f"(and billed) the request, so it is NOT retried automatically. Check your RunComfy request "
+            f"history before running the task again.",
+            model_id=model_id,
+        )
+    return exc
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shared async clients: one connection pool per event loop and per (URL, token, timeout)
+# ---------------------------------------------------------------------------------------------------------
+
+_ASYNC_CLIENTS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, str, float], httpx.AsyncClient]
+] = weakref.WeakKeyDictionary()
+
+
+def _client_kwargs(config: SeedanceConnectionConfig, max_connections: int) -> dict[str, Any]:
+    return {
+        "base_url": config.base_url,
+        "headers": {
+            "Authorization": f"Bearer {config.token}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        },
+        "timeout": httpx.Timeout(config.timeout),
+        "limits": httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        "follow_redirects": False,
+    }
+
+
+def shared_async_client(config: SeedanceConnectionConfig) -> httpx.AsyncClient:
+    """
+    Return the async client shared by every hook with this config in the running event loop.
+
+    :param config: the resolved connection config.
+    """
+    loop = asyncio.get_running_loop()
+    clients = _ASYNC_CLIENTS.setdefault(loop, {})
+    client = clients.get(config.client_key)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(**_client_kwargs(config, ASYNC_MAX_CONNECTIONS))
+        clients[config.client_key] = client
+    return client
+
+
+async def aclose_shared_clients() -> None:
+    """Close the shared async clients of the running event loop (tests and benchmarks call this)."""
+    clients = _ASYNC_CLIENTS.pop(asyncio.get_running_loop(), {})
+    for client in clients.values():
+        await client.aclose()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The hook
+# ---------------------------------------------------------------------------------------------------------
+
+
+class SeedanceHook(BaseHook):
+    """
+    Call the RunComfy Model API: submit a generation, read its status and result, cancel it.
+
+    GETs and cancel are retried on 408/429/5xx, transport errors and garbled answers, with exponential
+    backoff and jitter, honouring ``Retry-After``. Submissions are never retried.
+
+    :param seedance_conn_id: the ``seedance`` connection holding the API token (password) and base URL (host).
+    :param timeout: seconds per HTTP call; overrides the connection's ``timeout`` extra.
+    :param max_retries: retries of idempotent calls; overrides the connection's ``max_retries`` extra.
+    """
+
+    conn_name_attr = "seedance_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = "seedance"
+    hook_name = "Seedance (RunComfy)"
+
+    def __init__(
+        self,
+        seedance_conn_id: str = DEFAULT_CONN_ID,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.seedance_conn_id = seedance_conn_id
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._aconfig: SeedanceConnectionConfig | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(seedance_conn_id={self.seedance_conn_id!r})"
+
+    # -- UI ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Describe the connection form: token as "API token", host as "Base URL", other fields hidden."""
+        return {
+            "hidden_fields": ["schema", "login", "port", "extra"],
+            "relabeling": {"password": "API token", "host": "Base URL"},
+            "placeholders": {"host": DEFAULT_BASE_URL, "password": "RunComfy API token"},
+        }
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Add the ``timeout`` and ``max_retries`` extras to the connection form (Flask UI of Airflow < 3)."""
+        try:
+            from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+            from flask_babel import lazy_gettext
+            from wtforms import IntegerField
+            from wtforms.validators import NumberRange, Optional
+        except ImportError:  # Airflow 3 renders the form from conn-fields in the provider info instead.
+            return {}
+        return {
+            "timeout": IntegerField(
+                lazy_gettext("Timeout (seconds)"),
+                widget=BS3TextFieldWidget(),
+                validators=[Optional(), NumberRange(min=1)],
+            ),
+            "max_retries": IntegerField(
+                lazy_gettext("Max retries"),
+                widget=BS3TextFieldWidget(),
+                validators=[Optional(), NumberRange(min=0)],
+            ),
+        }
+
+    # -- configuration -----------------------------------------------------------------------------------
+
+    def _apply_overrides(self, config: SeedanceConnectionConfig) -> SeedanceConnectionConfig:
+        return SeedanceConnectionConfig(
+            base_url=config.base_url,
+            token=config.token,
+            timeout=float(self.timeout) if self.timeout is not None else config.timeout,
+            max_retries=int(self.max_retries) if self.max_retries is not None else config.max_retries,
+            retry_backoff=config.retry_backoff,
+        )
+
+    @cached_property
+    def config(self) -> SeedanceConnectionConfig:
+        """The resolved connection (sync lookup; use :meth:`aget_config` inside an event loop)."""
+        conn = self.get_connection(self.seedance_conn_id)
+        return self._apply_overrides(SeedanceConnectionConfig.from_connection(conn, self.seedance_conn_id))
+
+    async def aget_config(self) -> SeedanceConnectionConfig:
+        """Resolve the connection without blocking the event loop (cached on the hook)."""
+        if self._aconfig is None:
+            aget = getattr(BaseHook, "aget_connection", None)
+            if aget is not None:
+                conn = await aget(self.seedance_conn_id)
+            else:  # Airflow 3.0: no async lookup yet, so run the sync one in a thread.
+                from asgiref.sync import sync_to_async
+
+                conn = await sync_to_async(self.get_connection)(self.seedance_conn_id)
+            self._aconfig = self._apply_overrides(
+                SeedanceConnectionConfig.from_connection(conn, self.seedance_conn_id)
+            )
+        return self._aconfig
+
+    @cached_property
+    def client(self) -> httpx.Client:
+        """The sync HTTP client (connection pooling across calls of this hook)."""
+        return httpx.Client(**_client_kwargs(self.config, SYNC_MAX_CONNECTIONS))
+
+    def get_conn(self) -> httpx.Client:
+        """Return the sync HTTP client, as Airflow hooks conventionally do."""
+        return self.client
+
+    def close(self) -> None:
+        """Close the sync HTTP client, if one was opened."""
+        client = self.__dict__.pop("client", None)
+        if client is not None:
+            client.close()
+
+    # -- sync API ------------------------------------------------------------------------------------
+
+    def _get(
+        self, call: str, path: str, model: type[_Model], request_id: str | None = None, **params: Any
+    ) -> _Model:
+        return self._idempotent(call, "GET", path, model, request_id, params)
+
+    def _idempotent(
+        self,
+        call: str,
+        method: str,
+        path: str,
+        model: type[_Model],
+        request_id: str | None,
+        params: dict[str, Any] | None = None,
+    ) -> _Model:
+        for attempt in retrying(call, self.config.max_retries, self.config.backoff()):
+            with attempt:
+                try:
+                    response = self.client.request(method, path, params=params or None)
+                except httpx.HTTPError as exc:
+                    raise transport_error(exc, call=call, request_id=request_id) from None
+                return _parse(
+                    model, interpret_response(response, call=call, request_id=request_id), call, request_id
+                )
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def submit(self, model_id: str, payload: Mapping[str, Any] | BaseModel) -> SubmitResponse:
+        """
+        Submit one generation (``POST /v1/models/{model_id}``). Never retried: a repeat could bill twice.
+
+        :param model_id: the RunComfy model id, e.g. ``bytedance/seedance-v1.5-pro/image-to-video``.
+        :param payload: the model's input fields, as a mapping or a pydantic model.
+        """
+        model_id = check_model_id(model_id)
+        body = payload_to_body(payload)
+        try:
+            response = self.client.post(f"/v1/models/{model_id}", json=body)
+            data = interpret_response(response, call="submit")
+            submitted = SubmitResponse.model_validate(data)
+        except ValidationError as err:
+            raise submission_error(
+                SeedanceMalformedResponseError(
+                    f"the answer had no valid request_id ({err.errors()[0]['msg']})"
+                ),
+                model_id=model_id,
+            ) from None
+        except (httpx.HTTPError, SeedanceAPIError) as exc:
+            raise submission_error(exc, model_id=model_id) from None
+        self.log.info("Submitted a %s generation: request_id=%s", model_id, submitted.request_id)
+        return submitted
+
+    def get_status(self, request_id: str) -> StatusResponse:
+        """
+        Read a request's status (``GET /v1/requests/{request_id}/status``), retrying transient failures.
+
+        :param request_id: the request id returned by :meth:`submit`.
+        """
+        request_id = check_request_id(request_id)
+        return self._get("status", f"/v1/requests/{request_id}/status", StatusResponse, request_id)
+
+    def get_result(self, request_id: str, *, include_cost: bool = False) -> ResultResponse:
+        """
+        Read a request's result (``GET /v1/requests/{request_id}/result``), retrying transient failures.
+
+        :param request_id: the request id returned by :meth:`submit`.
+        :param include_cost: ask for the run's ``cost`` in USD.
+        """
+        request_id = check_request_id(request_id)
+        params = {"include_cost": "true"} if include_cost else {}
+        return self._get("result", f"/v1/requests/{request_id}/result", ResultResponse, request_id, **params)
+
+    def cancel(self, request_id: str) -> CancelResponse:
+        """
+        Ask the API to cancel a request; only queued ones can be (the outcome says which happened).
+
+        :param request_id: the request id returned by :meth:`submit`.
+        """
+        request_id = check_request_id(request_id)
+        outcome = self._idempotent(
+            "cancel", "POST", f"/v1/requests/{request_id}/cancel", CancelResponse, request_id
+        )
+        self._log_cancel(request_id, outcome)
+        return outcome
+
+    def get_model(self, model_id: str) -> ModelInfo:
+        """
+        Read a model's catalog entry and price (``GET /v1/models/{model_id}``, undocumented but used by RunComfy's CLI).
+
+        :param model_id: the RunComfy model id.
+        """
+        model_id = check_model_id(model_id)
+        return self._get("model", f"/v1/models/{model_id}", ModelInfo)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the URL and token with one cheap authenticated GET that starts nothing."""
+        try:
+            response = self.client.get(f"/v1/requests/{CONNECTION_TEST_REQUEST_ID}/status")
+            interpret_response(response, call="connection test")
+        except SeedanceNotFoundError:
+            return True, f"Connection to {self.config.base_url} works: the API token was accepted."
+        except SeedanceError as err:
+            return False, str(err)
+        except httpx.HTTPError as exc:
+            return False, str(transport_error(exc, call="connection test"))
+        return True, f"Connection to {self.config.base_url} works."
+
+    # -- async API -----------------------------------------------------------------------------------
+
+    async def _aidempotent(
+        self,
+        call: str,
+        method: str,
+        path: str,
+        model: type[_Model],
+        request_id: str | None,
+        params: dict[str, Any] | None = None,
+    ) -> _Model:
+        config = await self.aget_config()
+        client = shared_async_client(config)
+        async for attempt in async_retrying(call, config.max_retries, config.backoff()):
+            with attempt:
+                try:
+                    response = await client.request(method, path, params=params or None)
+                except httpx.HTTPError as exc:
+                    raise transport_error(exc, call=call, request_id=request_id) from None
+                return _parse(
+                    model, interpret_response(response, call=call, request_id=request_id), call, request_id
+                )
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def asubmit(self, model_id: str, payload: Mapping[str, Any] | BaseModel) -> SubmitResponse:
+        """
+        Submit one generation without blocking the event loop. Never retried.
+
+        :param model_id: the RunComfy model id.
+        :param payload: the model's input fields, as a mapping or a pydantic model.
+        """
+        model_id = check_model_id(model_id)
+        body = payload_to_body(payload)
+        client = shared_async_client(await self.aget_config())
+        try:
+            response = await client.post(f"/v1/models/{model_id}", json=body)
+            submitted = SubmitResponse.model_validate(interpret_response(response, call="submit"))
+        except ValidationError as err:
+            raise submission_error(
+                SeedanceMalformedResponseError(
+                    f"the answer had no valid request_id ({err.errors()[0]['msg']})"
+                ),
+                model_id=model_id,
+            ) from None
+        except (httpx.HTTPError, SeedanceAPIError) as exc:
+            raise submission_error(exc, model_id=model_id) from None
+        self.log.info("Submitted a %s generation: request_id=%s", model_id, submitted.request_id)
+        return submitted
+
+    async def aget_status(self, request_id: str) -> StatusResponse:
+        """
+        Read a request's status without blocking the event loop.
+
+        :param request_id: the request id.
+        """
+        request_id = check_request_id(request_id)
+        return await self._aidempotent(
+            "status", "GET", f"/v1/requests/{request_id}/status", StatusResponse, request_id
+        )
+
+    async def aget_result(self, request_id: str, *, include_cost: bool = False) -> ResultResponse:
+        """
+        Read a request's result without blocking the event loop.
+
+        :param request_id: the request id.
+        :param include_cost: ask for the run's ``cost`` in USD.
+        """
+        request_id = check_request_id(request_id)
+        params = {"include_cost": "true"} if include_cost else None
+        return await self._aidempotent(
+            "result", "GET", f"/v1/requests/{request_id}/result", ResultResponse, request_id, params
+        )
+
+    async def acancel(self, request_id: str) -> CancelResponse:
+        """
+        Ask the API to cancel a request without blocking the event loop.
+
+        :param request_id: the request id.
+        """
+        request_id = check_request_id(request_id)
+        outcome = await self._aidempotent(
+            "cancel", "POST", f"/v1/requests/{request_id}/cancel", CancelResponse, request_id
+        )
+        self._log_cancel(request_id, outcome)
+        return outcome
+
+    async def aget_model(self, model_id: str) -> ModelInfo:
+        """
+        Read a model's catalog entry and price without blocking the event loop.
+
+        :param model_id: the RunComfy model id.
+        """
+        model_id = check_model_id(model_id)
+        return await self._aidempotent("model", "GET", f"/v1/models/{model_id}", ModelInfo, None)
+
+    def _log_cancel(self, request_id: str, outcome: CancelResponse) -> None:
+        if outcome.cancelled:
+            self.log.info("Cancelled Seedance request %s", request_id)
+        else:
+            self.log.info(
+                "Seedance request %s was not cancellable (outcome=%s, status=%s): only queued requests can "
+                "be cancelled; a running one finishes and is billed.",
+                request_id,
+                outcome.outcome,
+                outcome.status,
+            )
+
+
+def _parse(model: type[_Model], data: dict[str, Any], call: str, request_id: str | None) -> _Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        about = f" for request {request_id}" if request_id else ""
+        first = err.errors()[0]
+        raise SeedanceMalformedResponseError(
+            f"The API's {call} answer{about} does not have the expected shape: "
+            f"{'.'.join(map(str, first['loc']))}: {first['msg']}.",
+            request_id=request_id,
+        ) from None

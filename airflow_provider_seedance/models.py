@@ -1,0 +1,540 @@
+"""Data models of the RunComfy Model API and the one place where request statuses are interpreted.
+
+Input models reject unknown fields (a typo must fail loudly, not be ignored by the API); response models
+accept unknown keys (the API grows). The status policy (:class:`RequestStatus`), the shape of the
+operators' return value (:func:`build_generation_result`) and the trigger event schema
+(:class:`SeedanceTriggerEvent`) live here so the operators, the sensor and the trigger share them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+
+from airflow_provider_seedance.exceptions import SeedanceError, SeedanceInputError
+
+log = logging.getLogger(__name__)
+
+SEEDANCE_1_5_PRO_I2V_MODEL_ID = "bytedance/seedance-v1.5-pro/image-to-video"
+"""Model id of ByteDance Seedance 1.5 Pro image-to-video on RunComfy."""
+
+PROMPT_RECOMMENDED_MAX_CHARS = 500
+"""The model page recommends prompts under 500 characters; longer ones are sent with a warning."""
+
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+"""The shape of a RunComfy request id (the official Python client validates the same)."""
+
+MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+"""A model id: slash-separated segments that go into the URL path unescaped."""
+
+_DATA_IMAGE_URI = re.compile(r"^data:image/[A-Za-z0-9.+-]+;base64,[A-Za-z0-9+/=\s]+$")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Validation helpers shared by every input model
+# ---------------------------------------------------------------------------------------------------------
+
+
+def check_media_url(value: object, *, allow_data_uri: bool = True, media: str = "image") -> str:
+    """
+    Return ``value`` when it is an absolute http(s) URL with a host (or a ``data:`` URI), else raise.
+
+    :param value: the candidate URL.
+    :param allow_data_uri: accept ``data:<media>/...;base64,`` URIs.
+    :param media: the media type a ``data:`` URI must carry (``image``, ``video``, ``audio``).
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string URL, got {type(value).__name__}")
+    text = value.strip()
+    if allow_data_uri and text.startswith("data:"):
+        if text.startswith(f"data:{media}/") and ";base64," in text:
+            return text
+        raise ValueError(f"a data: URI must look like data:{media}/<type>;base64,<data>")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        accepted = f" or a data:{media}/...;base64, URI" if allow_data_uri else ""
+        raise ValueError(f"must be an absolute https:// or http:// URL with a host{accepted}")
+    return text
+
+
+def check_prompt(value: object, *, field: str = "prompt") -> str:
+    """
+    Return a prompt that is a non-empty string; warn (do not fail) above the recommended length.
+
+    :param value: the candidate prompt.
+    :param field: the field name used in the warning.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError("must not be empty or only whitespace")
+    if len(value) > PROMPT_RECOMMENDED_MAX_CHARS:
+        log.warning(
+            "%s is %d characters long; the model page recommends fewer than %d for best results. "
+            "Sending it anyway.",
+            field,
+            len(value),
+            PROMPT_RECOMMENDED_MAX_CHARS,
+        )
+    return value
+
+
+def coerce_int(value: object) -> object:
+    """
+    Turn integral floats and digit strings (rendered templates) into ``int``; leave the rest for pydantic.
+
+    Booleans and floats with a fraction are rejected outright: ``True`` is not a duration.
+
+    :param value: the candidate value.
+    """
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be a whole number, not a float with a fraction")
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    return value
+
+
+class SeedanceInputModel(BaseModel):
+    """Base class of the typed input models: strict about unknown fields, friendly in its error messages."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    #: Human-readable rule per field, quoted in validation errors.
+    FIELD_RULES: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def validate_input(cls, data: Mapping[str, Any]) -> SeedanceInputModel:
+        """
+        Validate ``data`` and return the model, or raise :class:`SeedanceInputError` naming each field and rule.
+
+        :param data: the input fields, as the user wrote them.
+        """
+        if not isinstance(data, Mapping):
+            raise SeedanceInputError(
+                f"{cls.__name__}: the input must be a mapping of field names to values, got {type(data).__name__}"
+            )
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as err:
+            raise input_error_from_validation(cls, err) from None
+
+    def to_request_body(self) -> dict[str, Any]:
+        """Return the JSON body sent to the API: every field, with its exact key."""
+        return self.model_dump(mode="json")
+
+
+def input_error_from_validation(model: type[BaseModel], err: ValidationError) -> SeedanceInputError:
+    """
+    Translate a pydantic ``ValidationError`` into a :class:`SeedanceInputError` with one line per field.
+
+    :param model: the model class that failed validation.
+    :param err: the pydantic error.
+    """
+    rules: dict[str, str] = getattr(model, "FIELD_RULES", {})
+    allowed = ", ".join(model.model_fields)
+    lines: list[str] = []
+    errors: list[dict[str, Any]] = []
+    for item in err.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "input"
+        top = str(item["loc"][0]) if item["loc"] else ""
+        kind = item["type"]
+        value = item.get("input")
+        if kind == "extra_forbidden":
+            rule = f"unknown field; {model.__name__} accepts only: {allowed}"
+        elif kind == "missing":
+            rule = f"is required ({rules.get(top, 'see the model schema')})"
+        else:
+            # Our own validators already phrase a rule; pydantic's generic messages are replaced by ours.
+            detail = str(item["msg"]).removeprefix("Value error, ")
+            rule = detail if kind == "value_error" else rules.get(top, detail)
+        shown = _short_repr(value) if kind != "missing" else None
+        lines.append(f"- {field}: {rule}" + (f" (got {shown})" if shown is not None else ""))
+        errors.append({"field": field, "rule": rule, "value": shown})
+    message = f"Invalid input for {model.__name__} (nothing was sent to the API):\n" + "\n".join(lines)
+    return SeedanceInputError(message, errors)
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Seedance 1.5 Pro image-to-video (the seed's input schema, exactly)
+# ---------------------------------------------------------------------------------------------------------
+
+Resolution = Literal["480p", "720p", "1080p"]
+Ratio = Literal["16:9", "4:3", "1:1", "3:4", "9:16", "21:9", "adaptive"]
+
+
+class SeedanceImageToVideoInput(SeedanceInputModel):
+    """
+    Input of ``bytedance/seedance-v1.5-pro/image-to-video``, exactly as the model page defines it.
+
+    :param prompt: what happens in the video; non-empty, under 500 characters recommended.
+    :param first_frame_image_url: public http(s) URL (or ``data:image/...;base64,`` URI) of the first frame.
+    :param resolution: ``480p``, ``720p`` or ``1080p``.
+    :param ratio: aspect ratio ``16:9``, ``4:3``, ``1:1``, ``3:4``, ``9:16``, ``21:9`` or ``adaptive``.
+    :param duration: length in seconds, an integer from 4 to 12.
+    :param generate_audio: generate a soundtrack with the video.
+    :param camera_fixed: keep the camera still.
+    """
+
+    FIELD_RULES: ClassVar[dict[str, str]] = {
+        "prompt": "must be a non-empty string (under 500 characters recommended)",
+        "first_frame_image_url": "must be an absolute https:// or http:// URL with a host, "
+        "or a data:image/...;base64, URI",
+        "resolution": "must be one of 480p, 720p, 1080p",
+        "ratio": "must be one of 16:9, 4:3, 1:1, 3:4, 9:16, 21:9, adaptive",
+        "duration": "must be an integer from 4 to 12 seconds",
+        "generate_audio": "must be a boolean (true or false)",
+        "camera_fixed": "must be a boolean (true or false)",
+    }
+
+    prompt: str
+    first_frame_image_url: str
+    resolution: Resolution = "480p"
+    ratio: Ratio = "adaptive"
+    duration: int = Field(default=5, ge=4, le=12, strict=True)
+    generate_audio: StrictBool = True
+    camera_fixed: StrictBool = True
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt(cls, value: object) -> str:
+        return check_prompt(value)
+
+    @field_validator("first_frame_image_url", mode="before")
+    @classmethod
+    def _image(cls, value: object) -> str:
+        return check_media_url(value, media="image")
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return coerce_int(value)
+
+    @field_validator("resolution", "ratio", mode="before")
+    @classmethod
+    def _strip_enum(cls, value: object) -> object:
+        return value.strip() if isinstance(value, str) else value
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Responses (tolerant of unknown keys)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class SubmitResponse(_Response):
+    """Answer of ``POST /v1/models/{model_id}``."""
+
+    request_id: str
+    status_url: str | None = None
+    result_url: str | None = None
+    cancel_url: str | None = None
+
+    @field_validator("request_id")
+    @classmethod
+    def _request_id(cls, value: str) -> str:
+        if not REQUEST_ID_PATTERN.match(value):
+            raise ValueError("request_id must match [A-Za-z0-9_-]{1,128}")
+        return value
+
+
+class StatusResponse(_Response):
+    """Answer of ``GET /v1/requests/{request_id}/status``."""
+
+    request_id: str | None = None
+    status: str
+    queue_position: int | None = None
+    status_url: str | None = None
+    result_url: str | None = None
+
+    @property
+    def state(self) -> RequestStatus:
+        """The status, interpreted by the shared policy."""
+        return RequestStatus.parse(self.status)
+
+
+class ResultResponse(_Response):
+    """Answer of ``GET /v1/requests/{request_id}/result``."""
+
+    request_id: str | None = None
+    status: str
+    output: dict[str, Any] | None = None
+    created_at: Any = None
+    finished_at: Any = None
+    error: Any = None
+    failure_reason: Any = None
+    cost: float | None = None
+
+    @property
+    def state(self) -> RequestStatus:
+        """The status, interpreted by the shared policy."""
+        return RequestStatus.parse(self.status)
+
+    @property
+    def error_text(self) -> str:
+        """The API's explanation of a failure, as one line of text (may be empty)."""
+        return describe_error(self.error) or describe_error(self.failure_reason)
+
+
+class CancelResponse(_Response):
+    """Answer of ``POST /v1/requests/{request_id}/cancel``; ``outcome`` is what to trust."""
+
+    request_id: str | None = None
+    status: str | None = None
+    outcome: str | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the API says the request was cancelled (only queued requests can be)."""
+        return (self.outcome or "").lower() == "cancelled"
+
+
+class ModelInfo(_Response):
+    """Answer of the catalog endpoint ``GET /v1/models/{model_id}`` (undocumented; used by the official CLI)."""
+
+    model_id: str | None = None
+    display_name: str | None = None
+    base_price_usd: float | None = None
+    price_unit: str | None = None
+
+
+def describe_error(error: Any) -> str:
+    """
+    Render an API error value (a string, an object or a list) as one line of text.
+
+    :param error: the ``error`` / ``failure_reason`` / ``detail`` value of a response.
+    """
+    if error is None or error == "":
+        return ""
+    if isinstance(error, str):
+        return error.strip()
+    if isinstance(error, Mapping):
+        for key in ("error_message", "message", "detail", "error", "reason", "msg"):
+            if error.get(key):
+                text = describe_error(error[key])
+                code = error.get("error_code") or error.get("code")
+                return f"{text} (code {code})" if code and text else text
+        return ", ".join(f"{k}={v}" for k, v in error.items())
+    if isinstance(error, (list, tuple)):
+        return "; ".join(filter(None, (describe_error(e) for e in error)))
+    return str(error)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The status policy
+# ---------------------------------------------------------------------------------------------------------
+
+
+class RequestStatus(str, Enum):
+    """
+    The state of a generation request, as the /status and /result endpoints report it.
+
+    /status says ``completed`` for every finished run; /result is the final word on whether it
+    ``succeeded`` or ``failed``. Values this provider does not know map to ``UNKNOWN``, which is never
+    taken as success.
+    """
+
+    IN_QUEUE = "in_queue"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def parse(cls, value: object) -> RequestStatus:
+        """
+        Map an API status string to a member; anything unrecognised becomes ``UNKNOWN``.
+
+        :param value: the raw status value.
+        """
+        text = str(value or "").strip().lower().replace("-", "_").replace(" ", "_")
+        return _STATUS_ALIASES.get(text, cls.UNKNOWN)
+
+    def is_active(self) -> bool:
+        """Whether the request is still queued or running (a retry may re-attach to it)."""
+        return self in (RequestStatus.IN_QUEUE, RequestStatus.IN_PROGRESS)
+
+    def is_terminal(self) -> bool:
+        """Whether the run has ended (``completed`` still needs /result to tell success from failure)."""
+        return self in (
+            RequestStatus.COMPLETED,
+            RequestStatus.SUCCEEDED,
+            RequestStatus.FAILED,
+            RequestStatus.CANCELLED,
+        )
+
+    def is_success(self) -> bool:
+        """Whether the /result endpoint reports success."""
+        return self is RequestStatus.SUCCEEDED
+
+    def is_failure(self) -> bool:
+        """Whether the run ended without a video (failed or cancelled)."""
+        return self in (RequestStatus.FAILED, RequestStatus.CANCELLED)
+
+    def is_cancellable(self) -> bool:
+        """Whether the API can still cancel it: only queued requests can be cancelled."""
+        return self is RequestStatus.IN_QUEUE
+
+    def needs_result(self) -> bool:
+        """Whether /result must be read to know the outcome (finished, or a status we do not know)."""
+        return self in (RequestStatus.COMPLETED, RequestStatus.SUCCEEDED, RequestStatus.UNKNOWN)
+
+
+_STATUS_ALIASES: dict[str, RequestStatus] = {
+    "in_queue": RequestStatus.IN_QUEUE,
+    "queued": RequestStatus.IN_QUEUE,
+    "pending": RequestStatus.IN_QUEUE,
+    "in_progress": RequestStatus.IN_PROGRESS,
+    "running": RequestStatus.IN_PROGRESS,
+    "processing": RequestStatus.IN_PROGRESS,
+    "completed": RequestStatus.COMPLETED,
+    "succeeded": RequestStatus.SUCCEEDED,
+    "success": RequestStatus.SUCCEEDED,
+    "failed": RequestStatus.FAILED,
+    "failure": RequestStatus.FAILED,
+    "error": RequestStatus.FAILED,
+    "cancelled": RequestStatus.CANCELLED,
+    "canceled": RequestStatus.CANCELLED,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What the operators return, and what the trigger sends back
+# ---------------------------------------------------------------------------------------------------------
+
+
+def output_video_urls(output: Mapping[str, Any] | None) -> list[str]:
+    """
+    Return every video URL of a result's ``output`` in output order (``video`` first, then ``videos``).
+
+    :param output: the ``output`` object of a succeeded result.
+    """
+    return _urls(output, "video", "videos")
+
+
+def output_image_urls(output: Mapping[str, Any] | None) -> list[str]:
+    """
+    Return every image URL of a result's ``output`` in output order (``image`` first, then ``images``).
+
+    :param output: the ``output`` object of a succeeded result.
+    """
+    return _urls(output, "image", "images")
+
+
+def _urls(output: Mapping[str, Any] | None, single: str, many: str) -> list[str]:
+    if not output:
+        return []
+    urls: list[str] = []
+    first = output.get(single)
+    if isinstance(first, str) and first:
+        urls.append(first)
+    listed = output.get(many)
+    if isinstance(listed, (list, tuple)):
+        urls.extend(u for u in listed if isinstance(u, str) and u and u not in urls)
+    return urls
+
+
+def build_generation_result(
+    *, request_id: str, model_id: str | None, result: ResultResponse | Mapping[str, Any]
+) -> dict[str, Any]:
+    """
+    Build the operators' and the sensor's return value (XCom ``return_value``) from a succeeded result.
+
+    :param request_id: the request id.
+    :param model_id: the model the request ran (``None`` when unknown, e.g. for the sensor).
+    :param result: the /result answer.
+    """
+    parsed = result if isinstance(result, ResultResponse) else ResultResponse.model_validate(dict(result))
+    output = dict(parsed.output or {})
+    videos = output_video_urls(output)
+    return {
+        "request_id": request_id,
+        "model_id": model_id,
+        "status": RequestStatus.SUCCEEDED.value,
+        "video_url": videos[0] if videos else None,
+        "video_urls": videos,
+        "image_urls": output_image_urls(output),
+        "output": output,
+        "cost": parsed.cost,
+    }
+
+
+EventStatus = Literal["succeeded", "failed", "cancelled", "timeout", "error"]
+
+
+class SeedanceTriggerEvent(BaseModel):
+    """
+    The payload of the single event :class:`~airflow_provider_seedance.triggers.seedance.SeedanceRequestTrigger` yields.
+
+    :param status: how the wait ended.
+    :param request_id: the request waited for.
+    :param result: the /result answer (as a dict) when one was read, else ``None``.
+    :param message: a human-readable explanation.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: EventStatus
+    request_id: str
+    result: dict[str, Any] | None = None
+    message: str = ""
+
+    @classmethod
+    def parse(cls, event: object, *, expected_request_id: str | None = None) -> SeedanceTriggerEvent:
+        """
+        Validate a trigger event payload, raising :class:`SeedanceError` when it is not one of ours.
+
+        :param event: the payload handed to ``execute_complete``.
+        :param expected_request_id: when given, the event must be about this request.
+        """
+        try:
+            parsed = cls.model_validate(event)
+        except ValidationError as err:
+            raise SeedanceError(
+                f"Received a malformed Seedance trigger event ({_short_repr(event, 200)}): {err.errors()[0]['msg']}"
+            ) from None
+        if expected_request_id and parsed.request_id != expected_request_id:
+            raise SeedanceError(
+                f"Received a trigger event for request {parsed.request_id!r} while waiting for "
+                f"{expected_request_id!r}; refusing to use it."
+            )
+        return parsed
+
+
+__all__ = [
+    "MODEL_ID_PATTERN",
+    "REQUEST_ID_PATTERN",
+    "SEEDANCE_1_5_PRO_I2V_MODEL_ID",
+    "CancelResponse",
+    "ModelInfo",
+    "RequestStatus",
+    "ResultResponse",
+    "SeedanceImageToVideoInput",
+    "SeedanceInputModel",
+    "SeedanceTriggerEvent",
+    "StatusResponse",
+    "SubmitResponse",
+    "build_generation_result",
+    "describe_error",
+    "output_image_urls",
+    "output_video_urls",
+]
