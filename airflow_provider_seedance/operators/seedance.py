@@ -1,0 +1,518 @@
+"""Operators that generate videos with ByteDance Seedance on the RunComfy Model API.
+
+``SeedanceSubmitOperator`` takes any RunComfy model id and a free-form ``input`` dict;
+``SeedanceImageToVideoOperator`` takes the typed fields of Seedance 1.5 Pro image-to-video. Both share
+:class:`SeedanceBaseOperator`, which owns the lifecycle:
+
+1. build and validate the request body (after templating, before any HTTP call);
+2. read the request id an earlier try stored (``durable=True``) and re-attach to that request when it is
+   still queued or running, or use its result when it succeeded; otherwise submit, and store the new id at
+   once (Airflow 3.3 ``task_state_store``; an Airflow Variable on 3.0-3.2);
+3. push XCom ``request_id``; return right away when ``wait_for_completion=False``;
+4. read the status once (finish without deferring when already over), then defer to
+   :class:`~airflow_provider_seedance.triggers.seedance.SeedanceRequestTrigger` or poll in the worker, both
+   bounded by the ``timeout`` deadline;
+5. return the SPEC dict on success; fail with the API's error text otherwise, cancelling a request still
+   queued at the deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator, BaseOperatorLink
+
+from airflow_provider_seedance.exceptions import (
+    SeedanceConfigurationError,
+    SeedanceError,
+    SeedanceInputError,
+    SeedanceNotFoundError,
+    SeedanceTimeoutError,
+    SeedanceTransientError,
+)
+from airflow_provider_seedance.hooks.seedance import (
+    DEFAULT_CONN_ID,
+    SeedanceHook,
+    check_model_id,
+    payload_to_body,
+)
+from airflow_provider_seedance.models import (
+    SEEDANCE_1_5_PRO_I2V_MODEL_ID,
+    SeedanceImageToVideoInput,
+    SeedanceTriggerEvent,
+)
+from airflow_provider_seedance.operators._lifecycle import (
+    DEFAULT_POLL_INTERVAL_SECONDS,
+    DEFAULT_TIMEOUT_SECONDS,
+    DEFER_TIMEOUT_GRACE_SECONDS,
+    RequestTracker,
+    cancel_quietly,
+    check_request,
+    default_deferrable,
+    finish_event,
+    poll_once,
+    wait_for_request,
+)
+from airflow_provider_seedance.operators._request_store import (
+    MIN_RETENTION,
+    RequestStore,
+    StoredRequest,
+    input_fingerprint,
+    request_store_for,
+)
+from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.sdk.types import TaskInstanceKey
+
+REQUEST_ID_XCOM_KEY = "request_id"
+"""XCom key of the request id, pushed as soon as the request is submitted."""
+
+SUBMITTED_STATUS = "submitted"
+"""``status`` of the return value when the task does not wait for the video."""
+
+MAX_RETRY_DELAY_FALLBACK = timedelta(days=1)
+"""Longest gap assumed between two tries when exponential backoff has no ``max_retry_delay``."""
+
+
+class SeedanceVideoLink(BaseOperatorLink):
+    """Link a Seedance task to the video it generated (``video_url`` of its return value)."""
+
+    name = "Seedance video"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        """
+        Return the generated video's URL, or an empty string while there is none.
+
+        :param operator: the task the link belongs to.
+        :param ti_key: the task instance whose return value holds the URL.
+        """
+        try:
+            from airflow.sdk.execution_time.xcom import XCom
+        except ImportError:  # Airflow 3.0 resolves links on the API server, with the core XCom model.
+            from airflow.models.xcom import XCom  # type: ignore[no-redef]
+
+        return video_link(XCom.get_value(ti_key=ti_key, key="return_value"))
+
+
+def video_link(value: object) -> str:
+    """
+    Return the ``video_url`` of a task's return value when it is an http(s) URL, else an empty string.
+
+    The URL comes from the API: anything but http(s) (``javascript:``, ``data:``) is not shown as a link.
+
+    :param value: the task's XCom ``return_value``.
+    """
+    url = value.get("video_url") if isinstance(value, Mapping) else None
+    if isinstance(url, str) and url.lower().startswith(("https://", "http://")):
+        return url
+    return ""
+
+
+class SeedanceBaseOperator(BaseOperator):
+    """
+    Submit one generation to a RunComfy model and wait for its outcome; subclasses say what to submit.
+
+    Deferrable by default: after submitting, the task hands the wait to the triggerer and holds no worker
+    slot. A retry (or a rerun after a worker crash) re-attaches to the request the earlier try paid for.
+
+    :param model_id: the RunComfy model id (templated).
+    :param seedance_conn_id: the ``seedance`` connection (templated).
+    :param wait_for_completion: wait for the video; ``False`` returns right after submitting.
+    :param deferrable: wait in the triggerer instead of the worker. ``None``: ``[operators]
+        default_deferrable`` when the deployment sets it, else ``True``.
+    :param poll_interval: seconds between two status reads.
+    :param timeout: deadline of the whole generation, in seconds from submission (per task try, deferred or
+        not); a request still queued then is cancelled and the task fails.
+    :param durable: store the request id so a new try of the task re-attaches to the request instead of
+        paying for a second one (``task_state_store`` on Airflow 3.3+, an Airflow Variable on 3.0-3.2).
+    """
+
+    template_fields: Sequence[str] = ("model_id", "seedance_conn_id")
+    operator_extra_links = (SeedanceVideoLink(),)
+    ui_color = "#fde7e9"
+    ui_fgcolor = "#000000"
+
+    _request_id: str | None = None
+
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        seedance_conn_id: str = DEFAULT_CONN_ID,
+        wait_for_completion: bool = True,
+        deferrable: bool | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        durable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_id = model_id
+        self.seedance_conn_id = seedance_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
+        self.poll_interval = _positive_seconds(poll_interval, "poll_interval")
+        self.timeout = _positive_seconds(timeout, "timeout")
+        self.durable = durable
+
+    @cached_property
+    def hook(self) -> SeedanceHook:
+        """The hook for ``seedance_conn_id`` (built after templating)."""
+        return SeedanceHook(seedance_conn_id=self.seedance_conn_id)
+
+    @abstractmethod
+    def build_request(self) -> tuple[str, dict[str, Any]]:
+        """Return ``(model_id, JSON body)`` to submit, validated; raise :class:`SeedanceInputError` otherwise."""
+
+    # -- execution --------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """
+        Submit (or re-attach to) the generation, then defer, poll, or return at once.
+
+        :param context: the task context.
+        """
+        model_id, body = self.build_request()
+        store = request_store_for(context, retention=self.state_retention()) if self.durable else None
+        if self.durable and store is None:
+            self.log.warning("No task instance in the context: the request id cannot be kept across tries")
+        request_id, outcome = self._resume_or_submit(store, model_id, body)
+        end_time = time.time() + self.timeout
+        self._request_id = request_id
+        context["ti"].xcom_push(key=REQUEST_ID_XCOM_KEY, value=request_id)
+
+        if not self.wait_for_completion and (outcome is None or outcome.status != "succeeded"):
+            self._request_id = None
+            self._forget(store)
+            self.log.info("Not waiting for Seedance request %s (wait_for_completion=False)", request_id)
+            return {"request_id": request_id, "model_id": model_id, "status": SUBMITTED_STATUS}
+
+        tracker = RequestTracker(request_id, self.log)
+        if outcome is None:
+            # Check once before deferring: a request that is already over needs no triggerer round trip.
+            outcome = poll_once(self.hook, tracker)
+        if outcome is None and self.deferrable:
+            self.defer(
+                trigger=SeedanceRequestTrigger(
+                    request_id=request_id,
+                    seedance_conn_id=self.seedance_conn_id,
+                    poll_interval=self.poll_interval,
+                    end_time=end_time,
+                ),
+                method_name="execute_complete",
+                kwargs={"model_id": model_id, "request_id": request_id},
+                # A backstop only: the trigger yields its own "timeout" event at end_time.
+                timeout=timedelta(seconds=max(0.0, end_time - time.time()) + DEFER_TIMEOUT_GRACE_SECONDS),
+            )
+        if outcome is None:
+            outcome = wait_for_request(
+                self.hook, tracker, end_time=end_time, poll_interval=self.poll_interval
+            )
+        return self._finish(context, outcome, model_id, store)
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        model_id: str | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """
+        Resume after the trigger fired: validate its event and return the result, or fail.
+
+        :param context: the task context.
+        :param event: the trigger's event payload.
+        :param model_id: the model the request was submitted to (from the deferral).
+        :param request_id: the request waited for (from the deferral).
+        """
+        # dag.test() resumes with the event alone, so fall back to this try's XCom and rendered fields.
+        expected = request_id or context["ti"].xcom_pull(key=REQUEST_ID_XCOM_KEY)
+        parsed = SeedanceTriggerEvent.parse(event, expected_request_id=expected)
+        store = request_store_for(context, retention=self.state_retention()) if self.durable else None
+        return self._finish(context, parsed, model_id or self.model_id, store)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """
+        Resume after deferral; when Airflow's backstop deferral timeout fired, cancel a queued request too.
+
+        :param next_method: the method to resume with.
+        :param next_kwargs: its keyword arguments.
+        :param context: the task context.
+        """
+        try:
+            from airflow.sdk.exceptions import TaskDeferralTimeout
+        except ImportError:  # Airflow 3.0
+            from airflow.exceptions import TaskDeferralTimeout  # type: ignore[no-redef,attr-defined]
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except TaskDeferralTimeout as exc:
+            request_id = context["ti"].xcom_pull(key=REQUEST_ID_XCOM_KEY)
+            note = cancel_quietly(self.hook, request_id, self.log) if request_id else ""
+            raise SeedanceTimeoutError(
+                f"Seedance request {request_id} was still being waited for when the deferral timed out. "
+                f"{note}",
+                request_id=request_id,
+                status="timeout",
+            ) from exc
+
+    def on_kill(self) -> None:
+        """Cancel the request the worker is waiting for (best effort: only queued requests can be)."""
+        request_id = self._request_id
+        if request_id:
+            self.log.info("Task killed: cancelling Seedance request %s", request_id)
+            self.log.info("%s", cancel_quietly(self.hook, request_id, self.log))
+
+    def _finish(
+        self,
+        context: Context,
+        outcome: SeedanceTriggerEvent,
+        model_id: str | None,
+        store: RequestStore | None,
+    ) -> dict[str, Any]:
+        self._request_id = None
+        result = finish_event(outcome, model_id=model_id, log=self.log, hook=self.hook)
+        self._forget(store)
+        return result
+
+    # -- durability -------------------------------------------------------------------------------------
+
+    def state_retention(self) -> timedelta:
+        """Return how long the stored request id is kept: past the last possible try, at least a week."""
+        retries = max(0, int(self.retries or 0))
+        delay: timedelta | float | None = self.retry_delay
+        if self.retry_exponential_backoff:
+            delay = self.max_retry_delay or MAX_RETRY_DELAY_FALLBACK
+        gap = delay if isinstance(delay, timedelta) else timedelta(seconds=float(delay or 0))
+        per_try = timedelta(seconds=self.timeout + DEFER_TIMEOUT_GRACE_SECONDS)
+        return max(MIN_RETENTION, per_try * (retries + 1) + gap * retries)
+
+    def _resume_or_submit(
+        self, store: RequestStore | None, model_id: str, body: dict[str, Any]
+    ) -> tuple[str, SeedanceTriggerEvent | None]:
+        """Return the request to follow and, when already known, its outcome; submit only when needed."""
+        fingerprint = input_fingerprint(model_id, body)
+        if store is not None:
+            previous = self._load(store)
+            if previous is not None and not previous.matches(model_id, fingerprint):
+                self.log.info(
+                    "Seedance request %s was stored by an earlier try for a different model or input; "
+                    "submitting a new request for the current input",
+                    previous.request_id,
+                )
+            elif previous is not None:
+                reuse, outcome = self._inspect_previous(previous.request_id)
+                if reuse:
+                    return previous.request_id, outcome
+        submitted = self.hook.submit(model_id, body)
+        if store is not None:
+            self._save(store, StoredRequest(submitted.request_id, model_id, fingerprint))
+        return submitted.request_id, None
+
+    def _inspect_previous(self, request_id: str) -> tuple[bool, SeedanceTriggerEvent | None]:
+        """Decide whether a request of an earlier try is re-used: ``(reuse, outcome if already over)``."""
+        try:
+            outcome = check_request(self.hook, RequestTracker(request_id, self.log))
+        except SeedanceNotFoundError:
+            self.log.warning(
+                "Seedance request %s, submitted by an earlier try, is no longer known to the API (expired "
+                "or deleted); submitting a new request",
+                request_id,
+            )
+            return False, None
+        except SeedanceTransientError as exc:
+            raise SeedanceError(
+                f"Could not read the state of Seedance request {request_id}, submitted by an earlier try of "
+                f"this task ({exc}). Not submitting a second, paid request: this try fails and the next one "
+                f"checks again."
+            ) from exc
+        if outcome is None:
+            self.log.info(
+                "Re-attaching to Seedance request %s, submitted by an earlier try and still running; "
+                "not submitting a new one",
+                request_id,
+            )
+            return True, None
+        if outcome.status in ("failed", "cancelled"):
+            self.log.warning(
+                "Seedance request %s, submitted by an earlier try, ended %s (%s); submitting a new request",
+                request_id,
+                outcome.status,
+                outcome.message,
+            )
+            return False, None
+        self.log.info(
+            "Seedance request %s, submitted by an earlier try, already ended (%s); using it instead of "
+            "submitting again",
+            request_id,
+            outcome.status,
+        )
+        return True, outcome
+
+    def _load(self, store: RequestStore) -> StoredRequest | None:
+        try:
+            return store.load()
+        except Exception as exc:
+            raise SeedanceError(
+                f"Could not read the Seedance request id stored by earlier tries in the {store.description} "
+                f"({type(exc).__name__}: {exc}). Not submitting, so as not to pay twice; this try fails and "
+                f"the next one reads it again. Set durable=False to submit without this check."
+            ) from exc
+
+    def _save(self, store: RequestStore, record: StoredRequest) -> None:
+        try:
+            store.save(record)
+        except Exception as exc:
+            # The request exists and is paid for: failing now would make the retry submit a second one.
+            self.log.error(
+                "Could not store Seedance request id %s in the %s (%s: %s); a retry of this task would "
+                "submit a new request",
+                record.request_id,
+                store.description,
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            self.log.debug("Stored Seedance request id %s in the %s", record.request_id, store.description)
+
+    def _forget(self, store: RequestStore | None) -> None:
+        if store is None:
+            return
+        try:
+            store.discard()
+        except Exception as exc:
+            self.log.warning(
+                "Could not delete the stored Seedance request id: %s: %s", type(exc).__name__, exc
+            )
+
+
+class SeedanceSubmitOperator(SeedanceBaseOperator):
+    """
+    Generate with any RunComfy model: submit a free-form ``input`` dict, wait for the output.
+
+    Returns (XCom ``return_value``) ``{"request_id", "model_id", "status": "succeeded", "video_url",
+    "video_urls", "image_urls", "output", "cost"}``; with ``wait_for_completion=False``,
+    ``{"request_id", "model_id", "status": "submitted"}``. XCom ``request_id`` is pushed as soon as the
+    request exists.
+
+    :param model_id: the RunComfy model id, e.g. ``bytedance/seedance-v2/pro`` (templated).
+    :param input: the model's input fields, sent as the flat JSON body (templated; a JSON object string is
+        accepted too, as rendered templates produce).
+    :param seedance_conn_id: the ``seedance`` connection (templated).
+    :param wait_for_completion: wait for the video; ``False`` returns right after submitting.
+    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable`` if set, else True).
+    :param poll_interval: seconds between two status reads.
+    :param timeout: deadline of the whole generation, seconds from submission.
+    :param durable: re-attach a new try to the request an earlier try paid for.
+    """
+
+    template_fields: Sequence[str] = ("model_id", "input", "seedance_conn_id")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"input": "json"}
+
+    def __init__(self, *, model_id: str, input: Mapping[str, Any] | str, **kwargs: Any) -> None:
+        super().__init__(model_id=model_id, **kwargs)
+        self.input = input
+
+    def build_request(self) -> tuple[str, dict[str, Any]]:
+        """Check the model id and that the input is a JSON object; nothing is sent before this passes."""
+        model_id = check_model_id(self.model_id)
+        data: Any = self.input
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                raise SeedanceInputError(
+                    "input: must be a mapping of the model's input fields (or a JSON object string), "
+                    f"got a string that is not JSON: {data[:80]!r}"
+                ) from None
+        return model_id, payload_to_body(data)
+
+
+class SeedanceImageToVideoOperator(SeedanceBaseOperator):
+    """
+    Turn a first-frame image and a prompt into a video with Seedance 1.5 Pro image-to-video.
+
+    Every input field is templated and validated with
+    :class:`~airflow_provider_seedance.models.SeedanceImageToVideoInput` after templating, before any HTTP
+    call. Returns the same dict as :class:`SeedanceSubmitOperator`.
+
+    :param prompt: what happens in the video (non-empty; under 500 characters recommended).
+    :param first_frame_image_url: public http(s) URL or ``data:image/...;base64,`` URI of the first frame.
+    :param resolution: ``480p``, ``720p`` or ``1080p``.
+    :param ratio: ``16:9``, ``4:3``, ``1:1``, ``3:4``, ``9:16``, ``21:9`` or ``adaptive``.
+    :param duration: length in seconds, 4 to 12.
+    :param generate_audio: generate a soundtrack.
+    :param camera_fixed: keep the camera still.
+    :param model_id: the RunComfy model id.
+    :param seedance_conn_id: the ``seedance`` connection.
+    :param wait_for_completion: wait for the video; ``False`` returns right after submitting.
+    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable`` if set, else True).
+    :param poll_interval: seconds between two status reads.
+    :param timeout: deadline of the whole generation, seconds from submission.
+    :param durable: re-attach a new try to the request an earlier try paid for.
+    """
+
+    INPUT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "prompt",
+        "first_frame_image_url",
+        "resolution",
+        "ratio",
+        "duration",
+        "generate_audio",
+        "camera_fixed",
+    )
+    template_fields: Sequence[str] = ("model_id", *INPUT_FIELDS, "seedance_conn_id")
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        first_frame_image_url: str,
+        resolution: str = "480p",
+        ratio: str = "adaptive",
+        duration: int | str = 5,
+        generate_audio: bool | str = True,
+        camera_fixed: bool | str = True,
+        model_id: str = SEEDANCE_1_5_PRO_I2V_MODEL_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model_id=model_id, **kwargs)
+        self.prompt = prompt
+        self.first_frame_image_url = first_frame_image_url
+        self.resolution = resolution
+        self.ratio = ratio
+        self.duration = duration
+        self.generate_audio = generate_audio
+        self.camera_fixed = camera_fixed
+
+    @property
+    def input(self) -> dict[str, Any]:
+        """The input fields as given (after templating), before validation."""
+        return {name: getattr(self, name) for name in self.INPUT_FIELDS}
+
+    def build_request(self) -> tuple[str, dict[str, Any]]:
+        """Validate the fields with the model's schema; nothing is sent before this passes."""
+        model_id = check_model_id(self.model_id)
+        return model_id, SeedanceImageToVideoInput.validate_input(self.input).to_request_body()
+
+
+def _positive_seconds(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise SeedanceConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+__all__ = [
+    "SeedanceBaseOperator",
+    "SeedanceImageToVideoOperator",
+    "SeedanceSubmitOperator",
+    "SeedanceVideoLink",
+    "video_link",
+]

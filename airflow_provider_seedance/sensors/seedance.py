@@ -1,0 +1,133 @@
+"""Sensor that waits for a Seedance request submitted elsewhere (another DAG, a notebook, a script)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from airflow_provider_seedance.hooks.seedance import DEFAULT_CONN_ID, SeedanceHook, check_request_id
+from airflow_provider_seedance.models import SeedanceTriggerEvent
+from airflow_provider_seedance.operators._lifecycle import (
+    DEFAULT_POLL_INTERVAL_SECONDS,
+    DEFAULT_TIMEOUT_SECONDS,
+    DEFER_TIMEOUT_GRACE_SECONDS,
+    RequestTracker,
+    default_deferrable,
+    finish_event,
+    poll_once,
+)
+from airflow_provider_seedance.operators.seedance import SeedanceVideoLink
+from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class SeedanceRequestSensor(BaseSensorOperator):
+    """
+    Wait for a Seedance generation request to end and return the same dict as the operators.
+
+    Succeeds with ``{"request_id", "model_id": None, "status": "succeeded", "video_url", "video_urls",
+    "image_urls", "output", "cost"}``; fails with the API's error text when the request failed, was
+    cancelled, is unknown to the API or reports a status this provider does not know. The sensor does not
+    own the request: it never cancels it, not even when it times out.
+
+    :param request_id: the request to wait for (templated), e.g.
+        ``"{{ ti.xcom_pull('generate', key='request_id') }}"``.
+    :param seedance_conn_id: the ``seedance`` connection (templated).
+    :param deferrable: wait in the triggerer. ``None``: ``[operators] default_deferrable`` when the
+        deployment sets it, else ``True``.
+    :param poll_interval: seconds between two status reads (the sensor's ``poke_interval``).
+    :param timeout: seconds to wait before failing with ``AirflowSensorTimeout``.
+    """
+
+    template_fields: Sequence[str] = ("request_id", "seedance_conn_id")
+    operator_extra_links = (SeedanceVideoLink(),)
+    ui_color = "#fde7e9"
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        seedance_conn_id: str = DEFAULT_CONN_ID,
+        deferrable: bool | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("poke_interval", poll_interval)
+        super().__init__(timeout=timeout, **kwargs)
+        self.request_id = request_id
+        self.seedance_conn_id = seedance_conn_id
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
+        self.poll_interval = float(self.poke_interval)
+        self._tracker: RequestTracker | None = None
+
+    @cached_property
+    def hook(self) -> SeedanceHook:
+        """The hook for ``seedance_conn_id`` (built after templating)."""
+        return SeedanceHook(seedance_conn_id=self.seedance_conn_id)
+
+    def _tracker_for(self, request_id: str) -> RequestTracker:
+        # One tracker across pokes, so only state changes are logged.
+        if self._tracker is None or self._tracker.request_id != request_id:
+            self._tracker = RequestTracker(request_id, self.log)
+        return self._tracker
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        """
+        Read the request once; done with its result when it succeeded, raise when it ended otherwise.
+
+        :param context: the task context.
+        """
+        request_id = check_request_id(self.request_id)
+        outcome = poll_once(self.hook, self._tracker_for(request_id))
+        if outcome is None:
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=finish_event(outcome, model_id=None, log=self.log))
+
+    def execute(self, context: Context) -> Any:
+        """
+        Poke in the worker, or check once and defer to the triggerer when ``deferrable``.
+
+        :param context: the task context.
+        """
+        if not self.deferrable:
+            return super().execute(context)
+        done = self.poke(context)
+        if isinstance(done, PokeReturnValue):
+            return done.xcom_value
+        self.defer(
+            trigger=SeedanceRequestTrigger(
+                request_id=self.request_id,
+                seedance_conn_id=self.seedance_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=time.time() + self.timeout,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_GRACE_SECONDS),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """
+        Resume after the trigger fired: return the result, or fail (``AirflowSensorTimeout`` on timeout).
+
+        :param context: the task context.
+        :param event: the trigger's event payload.
+        """
+        parsed = SeedanceTriggerEvent.parse(event, expected_request_id=self.request_id)
+        if parsed.status == "timeout":
+            try:
+                from airflow.sdk.exceptions import AirflowSensorTimeout
+            except ImportError:  # Airflow 3.0
+                from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef,attr-defined]
+            raise AirflowSensorTimeout(f"{parsed.message} The sensor's timeout is {self.timeout:g} s.")
+        return finish_event(parsed, model_id=None, log=self.log)
+
+
+__all__ = ["SeedanceRequestSensor"]
