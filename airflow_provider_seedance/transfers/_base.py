@@ -1,0 +1,531 @@
+"""What every Seedance transfer operator shares: sources, destinations, idempotent reruns, XCom and Assets.
+
+A concrete operator (S3, object storage) supplies three things: where each file goes, what already lies
+there (:class:`ExistingCopy`), and a writer (a :class:`~._streaming.DownloadSink` that can also
+``commit`` or ``abort``). This base validates the arguments before any network call, resolves a
+``request_id`` into its video URLs, streams each file through :class:`~._streaming.StreamingDownload`
+and decides, when ``replace=False``, whether an existing object is the same copy (skipped) or not (error).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from airflow.sdk import BaseOperator, Context
+
+from airflow_provider_seedance.exceptions import (
+    SeedanceConfigurationError,
+    SeedanceRequestFailedError,
+    SeedanceTransferError,
+)
+from airflow_provider_seedance.hooks.retry import RETRY_WAIT_INITIAL_SECONDS
+from airflow_provider_seedance.transfers._streaming import (
+    DEFAULT_DOWNLOAD_MAX_RETRIES,
+    DEFAULT_DOWNLOAD_TIMEOUT_SECONDS,
+    DownloadResult,
+    DownloadSink,
+    SourceInfo,
+    StreamingDownload,
+    check_source_url,
+    new_download_client,
+    redact_url,
+    source_identity,
+)
+
+INDEX_FIELD = "{index}"
+"""Replaced by the 0-based position of each video in the destination key or path."""
+
+SHA256_METADATA_KEY = "sha256"
+SOURCE_URL_METADATA_KEY = "source-url"
+REQUEST_ID_METADATA_KEY = "seedance-request-id"
+
+
+@dataclass(frozen=True)
+class TransferSource:
+    """
+    One file to copy.
+
+    :param url: the download URL (may carry a signed query string: never logged as is).
+    :param index: its 0-based position among the request's videos or the given URLs.
+    :param request_id: the Seedance request it came from, when the source was a ``request_id``.
+    """
+
+    url: str
+    index: int
+    request_id: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The URL as logs show it (no query string, no credentials)."""
+        return redact_url(self.url)
+
+    @property
+    def identity(self) -> str:
+        """What the ``source-url`` metadata records and what an idempotent rerun compares."""
+        return source_identity(self.url)
+
+
+@dataclass(frozen=True)
+class ExistingCopy:
+    """
+    What a destination already holds, as its metadata describes it.
+
+    :param uri: the destination URI.
+    :param size: its size in bytes.
+    :param sha256: the ``sha256`` metadata, if present (only a verified copy by this provider has it).
+    :param source: the ``source-url`` metadata, if present.
+    """
+
+    uri: str
+    size: int
+    sha256: str | None
+    source: str | None
+
+
+@dataclass(frozen=True)
+class CopiedObject:
+    """
+    One destination of a transfer, as pushed to XCom under the key ``objects``.
+
+    :param uri: the destination URI.
+    :param source_url: the source, without query string.
+    :param size: bytes.
+    :param sha256: hex SHA-256 of the bytes.
+    :param content_type: the stored media type (``None`` for a skipped copy).
+    :param skipped: ``True`` when an identical copy was already there (``replace=False``).
+    """
+
+    uri: str
+    source_url: str
+    size: int
+    sha256: str | None
+    content_type: str | None
+    skipped: bool = False
+
+
+class TransferWriter(DownloadSink, Protocol):
+    """A download sink that publishes its bytes at one destination, atomically, or leaves nothing."""
+
+    def commit(self, result: DownloadResult) -> None:
+        """
+        Publish the verified bytes at the destination, with the integrity metadata.
+
+        :param result: the finished download (size, sha256, content type).
+        """
+
+    def abort(self) -> None:
+        """Remove every trace of this write (staging objects, unfinished uploads); never raises."""
+
+
+class _DigestOnly:
+    """A sink that keeps nothing: used to hash a source whose size is unknown, to compare it."""
+
+    def begin(self, source: SourceInfo) -> None:
+        """Accept the source."""
+
+    def write(self, data: bytes) -> None:
+        """Drop the bytes (the download hashes them)."""
+
+    def rewind(self) -> None:
+        """Nothing to forget."""
+
+
+def parse_source_urls(value: object) -> list[str]:
+    """
+    Turn ``source_urls`` (a URL, a list, or a rendered template of a list) into a list of checked URLs.
+
+    A Jinja template such as ``"{{ ti.xcom_pull('generate')['video_urls'] }}"`` renders to the text of a
+    Python list unless the DAG renders native objects: both forms are accepted.
+
+    :param value: the operator's ``source_urls`` after templating.
+    """
+    items: object = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith(("[", "(")):
+            try:
+                items = json.loads(text)
+            except ValueError:
+                try:
+                    items = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    raise SeedanceConfigurationError(
+                        f"source_urls: could not read {text[:80]!r} as a list of URLs."
+                    ) from None
+        else:
+            items = [text]
+    if isinstance(items, (list, tuple)):
+        urls = list(items)
+    else:
+        raise SeedanceConfigurationError(
+            f"source_urls: must be a URL or a list of URLs, got {type(value).__name__}."
+        )
+    if not urls:
+        raise SeedanceConfigurationError("source_urls: the list is empty; give at least one URL.")
+    checked: list[str] = []
+    for position, url in enumerate(urls):
+        try:
+            checked.append(check_source_url(url))
+        except ValueError as err:
+            raise SeedanceConfigurationError(f"source_urls[{position}]: {err}.") from None
+    return checked
+
+
+def expand_index(template: str, count: int, *, what: str) -> list[str]:
+    """
+    Return one destination per file by replacing ``{index}``; several files need it.
+
+    :param template: the rendered ``dest_key`` / ``dest_path``.
+    :param count: how many files are copied.
+    :param what: the argument's name, for the error message.
+    """
+    if count > 1 and INDEX_FIELD not in template:
+        raise SeedanceConfigurationError(
+            f"{what}: {count} videos are to be copied but {template!r} does not contain {INDEX_FIELD}, "
+            f"so they would overwrite each other. Add {INDEX_FIELD} (0-based), e.g. "
+            f"'videos/{{{{ ds }}}}/clip-{INDEX_FIELD}.mp4'. Nothing was copied."
+        )
+    # str.replace, not str.format: keys may legitimately contain other braces.
+    return [template.replace(INDEX_FIELD, str(index)) for index in range(count)]
+
+
+class SeedanceTransferBaseOperator(BaseOperator):
+    """
+    Copy Seedance outputs (or any http(s) files) to a destination, streamed and verified.
+
+    Subclasses implement :meth:`prepare_destination`, :meth:`destinations`, :meth:`existing_copy`,
+    :meth:`new_writer` and :meth:`close_destination`.
+
+    :param request_id: copy every video of this Seedance request's result (templated). Exactly one of
+        ``request_id`` and ``source_urls``.
+    :param source_urls: copy these http(s) URLs: one URL or a list (templated).
+    :param seedance_conn_id: the ``seedance`` connection used to read the result of ``request_id``.
+    :param replace: overwrite existing destinations. When ``False``, an existing destination that is a
+        verified copy of the same source (same ``source-url`` metadata and size) is skipped, so a task retry
+        is idempotent; any other existing object fails the task before anything is copied.
+    :param download_timeout: seconds allowed to connect to the source and between two reads of its body.
+    :param download_max_retries: retries of a download after a transient failure (429, 5xx, dropped or
+        truncated connection, timeout); the budget is renewed whenever the download advances.
+    :param download_retry_backoff: the first retry delay in seconds, doubled per attempt (plus jitter);
+        a ``Retry-After`` header is honoured.
+    """
+
+    template_fields: Sequence[str] = ("request_id", "source_urls")
+    ui_color = "#c4b5fd"
+
+    def __init__(
+        self,
+        *,
+        request_id: str | None = None,
+        source_urls: str | Sequence[str] | None = None,
+        seedance_conn_id: str = "seedance_default",
+        replace: bool = False,
+        download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT_SECONDS,
+        download_max_retries: int = DEFAULT_DOWNLOAD_MAX_RETRIES,
+        download_retry_backoff: float = RETRY_WAIT_INITIAL_SECONDS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.request_id = request_id
+        self.source_urls = source_urls
+        self.seedance_conn_id = seedance_conn_id
+        self.replace = replace
+        self.download_timeout = download_timeout
+        self.download_max_retries = download_max_retries
+        self.download_retry_backoff = download_retry_backoff
+
+    # -- what subclasses provide -----------------------------------------------------------------------
+
+    @abstractmethod
+    def prepare_destination(self) -> None:
+        """Validate the destination arguments (after templating, before any network call)."""
+
+    @abstractmethod
+    def destinations(self, sources: list[TransferSource]) -> list[str]:
+        """
+        Return one destination URI per source, failing before any copy when they cannot be built.
+
+        :param sources: the files to copy.
+        """
+
+    @abstractmethod
+    def existing_copy(self, uri: str) -> ExistingCopy | None:
+        """
+        Describe what ``uri`` already holds, or return ``None`` when it does not exist.
+
+        :param uri: a destination from :meth:`destinations`.
+        """
+
+    @abstractmethod
+    def new_writer(self, uri: str, source: TransferSource) -> TransferWriter:
+        """
+        Return a writer that publishes one file at ``uri``.
+
+        :param uri: the destination.
+        :param source: the file being copied.
+        """
+
+    def close_destination(self) -> None:
+        """Release destination clients (called once at the end, success or not)."""
+
+    # -- the copy ------------------------------------------------------------------------------------------
+
+    def check_source_arguments(self) -> list[str] | str:
+        """Validate the source arguments (after templating): return the URLs, or the request id to resolve."""
+        request_id = self.request_id.strip() if isinstance(self.request_id, str) else self.request_id
+        has_request = request_id not in (None, "")
+        has_urls = self.source_urls not in (None, "", [], ())
+        if has_request == has_urls:
+            given = "both" if has_request else "neither"
+            raise SeedanceConfigurationError(
+                f"{type(self).__name__}: give exactly one of request_id (copy every video of a Seedance "
+                f"request) or source_urls (copy these URLs); {given} was given."
+            )
+        if has_request:
+            from airflow_provider_seedance.hooks.seedance import check_request_id
+
+            return check_request_id(request_id)
+        return parse_source_urls(self.source_urls)
+
+    def resolve_sources(self, spec: list[str] | str) -> list[TransferSource]:
+        """
+        Turn the checked source arguments into files: a request id becomes every video of its result.
+
+        :param spec: what :meth:`check_source_arguments` returned.
+        """
+        if isinstance(spec, list):
+            return [TransferSource(url=url, index=index) for index, url in enumerate(spec)]
+        from airflow_provider_seedance.hooks.seedance import SeedanceHook
+        from airflow_provider_seedance.models import output_video_urls
+
+        hook = SeedanceHook(self.seedance_conn_id)
+        try:
+            result = hook.get_result(spec)
+        finally:
+            hook.close()
+        state = result.state
+        if not state.is_success():
+            detail = f": {result.error_text}" if result.error_text else ""
+            if state.is_active():
+                advice = (
+                    "it has not finished yet; run the transfer after the generation task (or a "
+                    "SeedanceRequestSensor) has succeeded"
+                )
+            else:
+                advice = "there is no video to copy"
+            raise SeedanceRequestFailedError(
+                f"Seedance request {spec} is {result.status!r}{detail}: {advice}.",
+                request_id=spec,
+                status=result.status,
+            )
+        urls = output_video_urls(result.output)
+        if not urls:
+            raise SeedanceTransferError(
+                f"Seedance request {spec} succeeded but its output has no video "
+                f"(output keys: {sorted((result.output or {}).keys())}); nothing to copy."
+            )
+        checked: list[TransferSource] = []
+        for index, url in enumerate(urls):
+            try:
+                checked.append(TransferSource(url=check_source_url(url), index=index, request_id=spec))
+            except ValueError as err:
+                raise SeedanceTransferError(
+                    f"Seedance request {spec}: output video {index}: {err}."
+                ) from None
+        self.log.info("Seedance request %s has %d video(s) to copy.", spec, len(checked))
+        return checked
+
+    def execute(self, context: Context) -> list[str]:
+        """
+        Copy every source to its destination and return the destination URIs.
+
+        :param context: the task context.
+        """
+        spec = self.check_source_arguments()
+        self.prepare_destination()
+        try:
+            sources = self.resolve_sources(spec)
+            uris = self.destinations(sources)
+            if len(set(uris)) != len(uris):
+                raise SeedanceConfigurationError(
+                    f"{type(self).__name__}: several videos map to the same destination ({uris}); "
+                    "nothing was copied."
+                )
+            existing = self._check_existing(sources, uris)
+            copied: list[CopiedObject] = []
+            client = new_download_client(self.download_timeout)
+            try:
+                for source, uri in zip(sources, uris, strict=True):
+                    copied.append(self._copy_one(client, source, uri, existing.get(uri)))
+            finally:
+                client.close()
+        finally:
+            self.close_destination()
+        self._publish(context, copied)
+        return [item.uri for item in copied]
+
+    def _check_existing(self, sources: list[TransferSource], uris: list[str]) -> dict[str, ExistingCopy]:
+        """With ``replace=False``, fail before copying anything when a destination holds something else."""
+        if self.replace:
+            return {}
+        found: dict[str, ExistingCopy] = {}
+        for source, uri in zip(sources, uris, strict=True):
+            existing = self.existing_copy(uri)
+            if existing is None:
+                continue
+            if existing.sha256 is None or existing.source != source.identity:
+                recorded = (
+                    f"it records source-url {existing.source!r}"
+                    if existing.sha256
+                    else "it has no sha256 metadata, so it was not written by this operator"
+                )
+                raise SeedanceTransferError(
+                    f"{uri} already exists and is not a copy of {source.shown} ({recorded}). Set "
+                    "replace=True to overwrite it, or choose another destination. Nothing was copied."
+                )
+            found[uri] = existing
+        return found
+
+    def _copy_one(
+        self, client: Any, source: TransferSource, uri: str, existing: ExistingCopy | None
+    ) -> CopiedObject:
+        download = StreamingDownload(
+            source.url,
+            client=client,
+            max_retries=self.download_max_retries,
+            backoff=self.download_retry_backoff,
+            label=f"{source.shown} -> {uri}",
+            logger=self.log,
+        )
+        try:
+            if existing is not None:
+                reused = self._reuse(download, source, existing)
+                if reused is not None:
+                    return reused
+            writer = self.new_writer(uri, source)
+            try:
+                result = download.copy_to(writer)
+                writer.commit(result)
+            except BaseException:
+                # Whatever failed (download, upload, verification, a kill signal), leave nothing behind.
+                writer.abort()
+                raise
+        finally:
+            download.close()
+        self.log.info(
+            "Copied %s to %s (%d bytes, sha256 %s, %s%s).",
+            source.shown,
+            uri,
+            result.size,
+            result.sha256,
+            result.content_type,
+            f", {result.resumes} resume(s), {result.restarts} restart(s)"
+            if result.resumes or result.restarts
+            else "",
+        )
+        return CopiedObject(
+            uri=uri,
+            source_url=source.identity,
+            size=result.size,
+            sha256=result.sha256,
+            content_type=result.content_type,
+        )
+
+    def _reuse(
+        self, download: StreamingDownload, source: TransferSource, existing: ExistingCopy
+    ) -> CopiedObject | None:
+        """Decide whether the existing copy of this source can stand (skip) or not (error)."""
+        skipped = CopiedObject(
+            uri=existing.uri,
+            source_url=source.identity,
+            size=existing.size,
+            sha256=existing.sha256,
+            content_type=None,
+            skipped=True,
+        )
+        try:
+            info = download.open()
+        except SeedanceTransferError as err:
+            if getattr(err, "http_status", None) in (403, 404, 410):
+                # The link expired since the verified copy was made (e.g. a retry hours later): the copy is
+                # what the task is for, so it stands.
+                self.log.warning(
+                    "%s already holds a verified copy of %s (sha256 %s); the source is no longer "
+                    "available (%s), keeping the copy.",
+                    existing.uri,
+                    source.shown,
+                    existing.sha256,
+                    err,
+                )
+                return skipped
+            raise
+        if info.size is None:
+            # No announced size: hash the source (without storing it) to compare with the recorded sha256.
+            digest = download.copy_to(_DigestOnly()).sha256
+            same = digest == existing.sha256
+        else:
+            same = info.size == existing.size
+        if not same:
+            raise SeedanceTransferError(
+                f"{existing.uri} already holds a copy of {source.shown}, but the source now differs "
+                f"(size {info.size} vs {existing.size} stored). Set replace=True to overwrite it."
+            )
+        self.log.info(
+            "%s already holds this copy of %s (%d bytes, sha256 %s): skipped (replace=False).",
+            existing.uri,
+            source.shown,
+            existing.size,
+            existing.sha256,
+        )
+        return skipped
+
+    def _publish(self, context: Context, copied: list[CopiedObject]) -> None:
+        """Push the per-object details to XCom and attach them to the outlet Asset events."""
+        objects = [asdict(item) for item in copied]
+        ti = context.get("ti")
+        if ti is not None:
+            ti.xcom_push(key="objects", value=objects)
+        if not self.outlets:
+            return
+        from airflow.sdk import Asset, AssetAlias
+
+        outlet_events = context.get("outlet_events")
+        if outlet_events is None:
+            return
+        summary: dict[str, Any] = {
+            "uris": [item.uri for item in copied],
+            "sha256": [item.sha256 for item in copied],
+        }
+        request_id = self.request_id if isinstance(self.request_id, str) and self.request_id else None
+        if request_id:
+            summary["request_id"] = request_id.strip()
+        for outlet in self.outlets:
+            if isinstance(outlet, AssetAlias):
+                # One concrete Asset per video, so downstream DAGs can be scheduled on each new file.
+                for item in copied:
+                    outlet_events[outlet].add(
+                        Asset(item.uri),
+                        extra={"sha256": item.sha256, "size": item.size, "source_url": item.source_url},
+                    )
+            elif isinstance(outlet, Asset):
+                outlet_events[outlet].extra.update(summary)
+
+
+__all__ = [
+    "INDEX_FIELD",
+    "REQUEST_ID_METADATA_KEY",
+    "SHA256_METADATA_KEY",
+    "SOURCE_URL_METADATA_KEY",
+    "CopiedObject",
+    "ExistingCopy",
+    "SeedanceTransferBaseOperator",
+    "TransferSource",
+    "TransferWriter",
+    "expand_index",
+    "parse_source_urls",
+]

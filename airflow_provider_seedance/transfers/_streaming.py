@@ -1,0 +1,619 @@
+"""The streaming core shared by the transfer operators: download a URL in constant memory, verified.
+
+A download is one GET streamed chunk by chunk into a :class:`DownloadSink` (an S3 multipart upload, an
+object-storage file...). The bytes are hashed (SHA-256) as they pass, counted against ``Content-Length``,
+and never accumulated beyond what the sink buffers. Transient failures (connect errors, timeouts, dropped
+connections, truncated bodies, 408/429/5xx) are retried through the provider's single retry policy
+(:mod:`airflow_provider_seedance.hooks.retry`); after an interruption the download resumes with
+``Range: bytes=N-`` when the server answers ``206``, and otherwise starts again from byte 0 after telling
+the sink to :meth:`~DownloadSink.rewind`.
+
+Downloads use their own plain ``httpx.Client``: never the hook's client, so the RunComfy API token (an
+``Authorization`` header) can never reach a CDN or any other host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from airflow_provider_seedance import __version__
+from airflow_provider_seedance.exceptions import (
+    SeedanceConnectionError,
+    SeedanceIntegrityError,
+    SeedanceRateLimitError,
+    SeedanceServerError,
+    SeedanceTransferError,
+    SeedanceTransientError,
+)
+from airflow_provider_seedance.hooks.retry import (
+    RETRY_JITTER_SECONDS,
+    RETRY_WAIT_INITIAL_SECONDS,
+    BackoffWait,
+    retrying,
+)
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+
+DEFAULT_PART_SIZE = 8 * MiB
+"""Bytes buffered per upload part: above S3's 5 MiB minimum part size, small enough to keep memory flat."""
+
+MIN_PART_SIZE = 5 * MiB
+"""S3 rejects multipart parts (except the last) smaller than this."""
+
+READ_CHUNK_SIZE = 1 * MiB
+"""Bytes asked of the HTTP stream per read: large enough to keep Python overhead low, small next to a part."""
+
+DEFAULT_CONTENT_TYPE = "video/mp4"
+"""Content type stored when the source does not send one (Seedance outputs are MP4 files)."""
+
+DEFAULT_DOWNLOAD_TIMEOUT_SECONDS = 60.0
+"""Seconds allowed to connect, and between two reads of the body (not for the whole download)."""
+
+DEFAULT_DOWNLOAD_MAX_RETRIES = 5
+"""Retries of a download after a transient failure; the budget is renewed whenever the download advances."""
+
+PROGRESS_LOG_PERCENT_STEP = 10
+"""Log progress every time this many more percent of the file have been copied..."""
+
+PROGRESS_LOG_INTERVAL_SECONDS = 15.0
+"""...or when this many seconds passed since the last progress line (sizes unknown, slow links)."""
+
+USER_AGENT = f"airflow-provider-seedance/{__version__} (transfer)"
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# URLs
+# ---------------------------------------------------------------------------------------------------------
+
+
+def check_source_url(url: object) -> str:
+    """
+    Return ``url`` stripped when it is an absolute http(s) URL with a host, else raise ``ValueError``.
+
+    :param url: the candidate source URL.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError(f"a source URL must be a non-empty string, got {url!r}")
+    text = url.strip()
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"a source URL must be an absolute http:// or https:// URL, got {redact_url(text)!r}"
+        )
+    return text
+
+
+def redact_url(url: str) -> str:
+    """
+    Return ``url`` without credentials, query string or fragment, for logs and messages.
+
+    Signed CDN links carry expiring tokens in their query string: those never reach a log line.
+
+    :param url: the URL to show.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    suffix = "?..." if parts.query else ""
+    return urlunsplit((parts.scheme, host, parts.path, "", "")) + suffix
+
+
+def source_identity(url: str) -> str:
+    """
+    Return the stable identity of a source URL: scheme, host and path, without credentials or query.
+
+    It is what the ``source-url`` metadata records and what an idempotent rerun compares: a signed link
+    fetched again later carries a different signature but names the same file.
+
+    :param url: the source URL.
+    """
+    return redact_url(url).removesuffix("?...")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What a download produces and where it goes
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """
+    What the source's first answer said about the file.
+
+    :param url: the URL requested.
+    :param size: the full size in bytes (``Content-Length``, or the total of a ``Content-Range``), if known.
+    :param content_type: the media type to store (the response's, else ``video/mp4``).
+    :param content_encoding: the response's ``Content-Encoding`` when not ``identity`` (stored as is).
+    :param etag: a strong ``ETag`` usable in ``If-Range``, if any.
+    :param last_modified: the ``Last-Modified`` header, if any.
+    :param accepts_ranges: ``False`` when the server said ``Accept-Ranges: none``.
+    """
+
+    url: str
+    size: int | None
+    content_type: str
+    content_encoding: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    accepts_ranges: bool = True
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """
+    A finished, verified download.
+
+    :param url: the URL downloaded.
+    :param size: bytes received (equal to the announced size when one was announced).
+    :param sha256: hex SHA-256 of the bytes.
+    :param content_type: the media type to store.
+    :param content_encoding: the ``Content-Encoding`` to store, if any.
+    :param seconds: wall time of the download, including retries.
+    :param resumes: how many times the download resumed with a Range request.
+    :param restarts: how many times it started again from byte 0.
+    """
+
+    url: str
+    size: int
+    sha256: str
+    content_type: str
+    content_encoding: str | None
+    seconds: float
+    resumes: int = 0
+    restarts: int = 0
+
+
+class DownloadSink(Protocol):
+    """Where the downloaded bytes go, in order. The caller commits or aborts it after the download."""
+
+    def begin(self, source: SourceInfo) -> None:
+        """
+        Prepare for the bytes of ``source`` (called once, before the first :meth:`write`).
+
+        :param source: what the source announced.
+        """
+
+    def write(self, data: bytes) -> None:
+        """
+        Take the next bytes of the file.
+
+        :param data: the next chunk, at most :data:`READ_CHUNK_SIZE` long.
+        """
+
+    def rewind(self) -> None:
+        """Forget every byte written so far: the download starts again from byte 0."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Progress
+# ---------------------------------------------------------------------------------------------------------
+
+
+def human_bytes(count: float) -> str:
+    """
+    Format a byte count with a binary unit (``12.3 MiB``).
+
+    :param count: the number of bytes.
+    """
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"  # pragma: no cover - the loop always returns
+
+
+@dataclass
+class TransferProgress:
+    """
+    Log a copy's progress (bytes, percent, MB/s) every :data:`PROGRESS_LOG_PERCENT_STEP` percent or
+    :data:`PROGRESS_LOG_INTERVAL_SECONDS` seconds, whichever comes first.
+
+    :param label: what is being copied (``source -> destination``), already redacted.
+    :param total: the expected size, if known.
+    :param logger: where to log.
+    """
+
+    label: str
+    total: int | None = None
+    logger: Any = field(default=log)
+    percent_step: int = PROGRESS_LOG_PERCENT_STEP
+    interval: float = PROGRESS_LOG_INTERVAL_SECONDS
+    done: int = 0
+    _started: float = field(default_factory=time.monotonic)
+    _last_log: float = field(default_factory=time.monotonic)
+    _next_percent: int = PROGRESS_LOG_PERCENT_STEP
+
+    def update(self, done: int) -> None:
+        """
+        Record that ``done`` bytes have been copied, logging when a step or the interval is reached.
+
+        :param done: bytes copied so far (it goes back to 0 when the download restarts).
+        """
+        self.done = done
+        now = time.monotonic()
+        if self.total:
+            percent = 100 * done // self.total
+            if percent >= self._next_percent and done < self.total:
+                self._next_percent = (percent // self.percent_step + 1) * self.percent_step
+                self._log(now)
+                return
+        if now - self._last_log >= self.interval:
+            self._log(now)
+
+    def restarted(self) -> None:
+        """Note that the download starts again from byte 0."""
+        self.done = 0
+        self._next_percent = self.percent_step
+
+    def _log(self, now: float) -> None:
+        self._last_log = now
+        elapsed = max(now - self._started, 1e-6)
+        rate = self.done / elapsed / 1e6
+        if self.total:
+            self.logger.info(
+                "Copying %s: %s of %s (%d%%), %.1f MB/s",
+                self.label,
+                human_bytes(self.done),
+                human_bytes(self.total),
+                100 * self.done // self.total,
+                rate,
+            )
+        else:
+            self.logger.info("Copying %s: %s so far, %.1f MB/s", self.label, human_bytes(self.done), rate)
+
+    def finished(self) -> float:
+        """Log the final line and return the elapsed seconds."""
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        self.logger.info(
+            "Copied %s: %s in %.1f s (%.1f MB/s)",
+            self.label,
+            human_bytes(self.done),
+            elapsed,
+            self.done / elapsed / 1e6,
+        )
+        return elapsed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The download
+# ---------------------------------------------------------------------------------------------------------
+
+
+def new_download_client(timeout: float = DEFAULT_DOWNLOAD_TIMEOUT_SECONDS) -> httpx.Client:
+    """
+    Create the plain HTTP client used for downloads: no ``Authorization`` header, no cookies, redirects followed.
+
+    :param timeout: seconds allowed to connect and between two reads.
+    """
+    return httpx.Client(
+        headers={"User-Agent": USER_AGENT, "Accept": "*/*"},
+        timeout=httpx.Timeout(timeout),
+        follow_redirects=True,
+        # A CDN link is public: the download must work, and fail, the same everywhere.
+        auth=None,
+    )
+
+
+class _Resume(Exception):
+    """Raised inside an attempt that advanced the download before failing: retry with a fresh budget."""
+
+    def __init__(self, cause: SeedanceTransientError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class StreamingDownload:
+    """
+    Download one URL into a :class:`DownloadSink`, verified, in constant memory.
+
+    Use :meth:`open` to read the source's headers (e.g. to decide whether a copy is needed), then
+    :meth:`copy_to` to stream the body; :meth:`close` releases the connection if the body is not wanted.
+
+    :param url: the http(s) URL of the file.
+    :param client: a plain client from :func:`new_download_client` (never one carrying a token).
+    :param max_retries: retries after a transient failure; renewed whenever the download advances.
+    :param backoff: the first retry delay in seconds (doubled per attempt, plus jitter).
+    :param label: how progress lines name the copy (the caller adds the destination).
+    :param logger: where to log.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client: httpx.Client,
+        max_retries: int = DEFAULT_DOWNLOAD_MAX_RETRIES,
+        backoff: float = RETRY_WAIT_INITIAL_SECONDS,
+        label: str | None = None,
+        logger: Any = None,
+    ) -> None:
+        self.url = check_source_url(url)
+        self.client = client
+        self.max_retries = max(0, int(max_retries))
+        self.wait = BackoffWait(initial=backoff, jitter=min(RETRY_JITTER_SECONDS, backoff))
+        self.shown = redact_url(self.url)
+        self.label = label or self.shown
+        self.log = logger or log
+        self.info: SourceInfo | None = None
+        self._response: httpx.Response | None = None
+        self._ranges = True
+        self._received = 0
+        self._high_water = 0
+        self._hasher = hashlib.sha256()
+        self._resumes = 0
+        self._restarts = 0
+        self._progress: TransferProgress | None = None
+
+    # -- public ----------------------------------------------------------------------------------------
+
+    def open(self) -> SourceInfo:
+        """Send the first GET (retrying transient failures) and return what the source announced."""
+        if self.info is None:
+            for attempt in retrying(f"download of {self.shown}", self.max_retries, self.wait):
+                with attempt:
+                    self._response = self._request(0)
+            if self.info is None:  # pragma: no cover - _request sets it or raises
+                raise SeedanceTransferError(f"No answer from {self.shown}.")
+        return self.info
+
+    def copy_to(self, sink: DownloadSink) -> DownloadResult:
+        """
+        Stream the whole file into ``sink``, resuming or restarting after transient failures.
+
+        :param sink: where the bytes go; the caller commits or aborts it afterwards.
+        """
+        info = self.open()
+        self._progress = TransferProgress(self.label, info.size, self.log)
+        sink.begin(info)
+        while True:
+            try:
+                for attempt in retrying(f"download of {self.shown}", self.max_retries, self.wait):
+                    with attempt:
+                        self._attempt(sink)
+                break
+            except _Resume as interrupted:
+                # This attempt moved the download forward before failing: a link that drops every few
+                # hundred MB must still finish, so the retry budget starts again.
+                self.log.warning(
+                    "Download of %s interrupted after %s (%s); resuming",
+                    self.shown,
+                    human_bytes(self._received),
+                    interrupted.cause,
+                )
+        seconds = self._progress.finished()
+        return DownloadResult(
+            url=self.url,
+            size=self._received,
+            sha256=self._hasher.hexdigest(),
+            content_type=info.content_type,
+            content_encoding=info.content_encoding,
+            seconds=seconds,
+            resumes=self._resumes,
+            restarts=self._restarts,
+        )
+
+    def close(self) -> None:
+        """Release the open response, if any (e.g. when the copy turned out to be unnecessary)."""
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    def _attempt(self, sink: DownloadSink) -> None:
+        start = self._high_water
+        try:
+            self._stream(sink)
+        except SeedanceTransientError as exc:
+            if self._high_water > start:
+                raise _Resume(exc) from exc
+            raise
+
+    def _stream(self, sink: DownloadSink) -> None:
+        response = self._response
+        self._response = None
+        if response is None:
+            response = self._request(self._received, sink)
+        assert self._progress is not None
+        try:
+            for chunk in response.iter_raw(READ_CHUNK_SIZE):
+                sink.write(chunk)
+                self._hasher.update(chunk)
+                self._received += len(chunk)
+                self._high_water = max(self._high_water, self._received)
+                self._progress.update(self._received)
+        except httpx.HTTPError as exc:
+            raise SeedanceConnectionError(
+                f"Download of {self.shown} broke off after {human_bytes(self._received)}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        finally:
+            response.close()
+        expected = self.info.size if self.info else None
+        if expected is not None and self._received < expected:
+            raise SeedanceConnectionError(
+                f"Download of {self.shown} ended early: got {self._received} of {expected} bytes."
+            )
+        if expected is not None and self._received > expected:
+            raise SeedanceIntegrityError(
+                f"Download of {self.shown} returned {self._received} bytes, more than the announced "
+                f"{expected}; the file is not copied."
+            )
+
+    def _request(self, offset: int, sink: DownloadSink | None = None) -> httpx.Response:
+        """Send one GET from ``offset``; leave the response open on success and sort out resume vs restart."""
+        headers = {"Accept-Encoding": "identity"}
+        ranged = offset > 0 and self._ranges and (self.info is None or self.info.accepts_ranges)
+        if ranged:
+            headers["Range"] = f"bytes={offset}-"
+            validator = self.info.etag or self.info.last_modified if self.info else None
+            if validator:
+                # If the file changed since the first answer, the server sends it whole (200) instead.
+                headers["If-Range"] = validator
+        try:
+            request = self.client.build_request("GET", self.url, headers=headers)
+            response = self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise SeedanceConnectionError(
+                f"Download of {self.shown} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        try:
+            self._check_status(response)
+            if response.status_code == 206:
+                self._accept_partial(response, offset if ranged else 0)
+            else:
+                self._accept_full(response, offset, sink)
+        except BaseException:
+            response.close()
+            raise
+        return response
+
+    def _check_status(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if status in (200, 206):
+            return
+        if status == 416:
+            # Our idea of the file no longer matches the server's: start over without Range.
+            self._ranges = False
+            raise SeedanceConnectionError(
+                f"Download of {self.shown}: the server refused the resume range (HTTP 416); restarting."
+            )
+        if status in (408, 429):
+            retry_after = _retry_after(response)
+            raise SeedanceRateLimitError(
+                f"Download of {self.shown} was throttled (HTTP {status}).",
+                status_code=status,
+                retry_after=retry_after,
+            )
+        if status >= 500:
+            raise SeedanceServerError(
+                f"Download of {self.shown} failed with HTTP {status}.",
+                status_code=status,
+                retry_after=_retry_after(response),
+            )
+        hint = (
+            " The link may have expired: RunComfy output URLs are not kept forever, copy outputs promptly."
+            if status in (403, 404, 410)
+            else ""
+        )
+        error = SeedanceTransferError(f"Download of {self.shown} failed with HTTP {status}.{hint}")
+        error.http_status = status  # type: ignore[attr-defined]
+        raise error
+
+    def _accept_full(self, response: httpx.Response, offset: int, sink: DownloadSink | None) -> None:
+        info = _source_info(self.url, response, size=_content_length(response))
+        if self.info is not None and offset > 0:
+            # We asked for a range and got the whole file: restart from byte 0.
+            self.log.warning(
+                "%s does not resume downloads (answered 200 to a Range request); restarting from byte 0 "
+                "after %s.",
+                self.shown,
+                human_bytes(offset),
+            )
+            self._restarts += 1
+        self._rewind(sink)
+        if self.info is not None and self.info.size != info.size:
+            raise SeedanceIntegrityError(
+                f"{self.shown} changed while it was being copied (size {self.info.size} then {info.size})."
+            )
+        self.info = info
+
+    def _accept_partial(self, response: httpx.Response, offset: int) -> None:
+        match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+        total = int(match.group(3)) if match and match.group(3) != "*" else None
+        known = self.info.size if self.info else None
+        if (
+            self.info is None
+            or match is None
+            or int(match.group(1)) != offset
+            or (known is not None and total is not None and total != known)
+        ):
+            # A range we did not ask for, or for another version of the file: do not splice it in.
+            self._ranges = False
+            raise SeedanceConnectionError(
+                f"Download of {self.shown}: unexpected partial answer "
+                f"({response.headers.get('content-range')!r} for offset {offset}); restarting from byte 0."
+            )
+        self._resumes += 1
+        self.log.info("Resuming the download of %s at byte %d.", self.shown, offset)
+
+    def _rewind(self, sink: DownloadSink | None) -> None:
+        if self._received and sink is not None:
+            sink.rewind()
+        self._received = 0
+        self._hasher = hashlib.sha256()
+        if self._progress is not None:
+            self._progress.restarted()
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length")
+    if value is None:
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        return None
+    return size if size >= 0 else None
+
+
+def _source_info(url: str, response: httpx.Response, *, size: int | None) -> SourceInfo:
+    content_type = (response.headers.get("content-type") or "").strip() or DEFAULT_CONTENT_TYPE
+    encoding = (response.headers.get("content-encoding") or "").strip().lower() or None
+    etag = response.headers.get("etag")
+    return SourceInfo(
+        url=url,
+        size=size,
+        content_type=content_type,
+        content_encoding=None if encoding == "identity" else encoding,
+        # A weak ETag cannot be used in If-Range (RFC 9110 13.1.5).
+        etag=etag if etag and not etag.startswith("W/") else None,
+        last_modified=response.headers.get("last-modified"),
+        accepts_ranges=response.headers.get("accept-ranges", "").strip().lower() != "none",
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+__all__ = [
+    "DEFAULT_CONTENT_TYPE",
+    "DEFAULT_DOWNLOAD_MAX_RETRIES",
+    "DEFAULT_DOWNLOAD_TIMEOUT_SECONDS",
+    "DEFAULT_PART_SIZE",
+    "MIN_PART_SIZE",
+    "PROGRESS_LOG_INTERVAL_SECONDS",
+    "PROGRESS_LOG_PERCENT_STEP",
+    "READ_CHUNK_SIZE",
+    "DownloadResult",
+    "DownloadSink",
+    "SourceInfo",
+    "StreamingDownload",
+    "TransferProgress",
+    "check_source_url",
+    "human_bytes",
+    "new_download_client",
+    "redact_url",
+    "source_identity",
+]
