@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.exceptions import AirflowException, AirflowFailException
+try:
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+except ImportError:  # Airflow 3.0/3.1 keep them in airflow.exceptions only
+    from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[no-redef]
 
 
 class SeedanceError(AirflowException):

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests._support import TEST_TOKEN, conn_json
+
 # Airflow reads its configuration at import time, so the isolated home must exist before any test
 # module imports airflow.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="seedance-tests-airflow-"))
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_AIRFLOW_HOME / "dags")
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
 # Never let a developer's real credentials reach a test.
@@ -28,9 +29,6 @@ os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 
 if TYPE_CHECKING:
     from airflow_provider_seedance.testing import SeedanceEmulator
-
-TEST_TOKEN = "sk-test-UNIQUE-7f3a9c2e-seedance-token"
-"""A distinctive token: leak checks search for it everywhere."""
 
 
 @pytest.fixture(scope="session")
@@ -56,13 +54,3 @@ def seedance_conn(emulator: SeedanceEmulator, monkeypatch: pytest.MonkeyPatch) -
     """Point ``seedance_default`` at the emulator through ``AIRFLOW_CONN_SEEDANCE_DEFAULT`` (JSON form)."""
     monkeypatch.setenv("AIRFLOW_CONN_SEEDANCE_DEFAULT", conn_json(emulator))
     return "seedance_default"
-
-
-def conn_json(emulator: SeedanceEmulator, **extra: object) -> str:
-    """Return a JSON ``seedance`` connection for the emulator, with fast retries unless overridden."""
-    import json
-
-    fields = {"timeout": 5, "max_retries": 3, "retry_backoff": 0.05, **extra}
-    return json.dumps(
-        {"conn_type": "seedance", "host": emulator.base_url, "password": emulator.token, "extra": fields}
-    )
