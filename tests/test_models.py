@@ -162,12 +162,16 @@ def test_status_parsing(raw: object, expected: RequestStatus) -> None:
 
 
 def test_status_policy_predicates() -> None:
-    assert RequestStatus.IN_QUEUE.is_active() and RequestStatus.IN_QUEUE.is_cancellable()
-    assert RequestStatus.IN_PROGRESS.is_active() and not RequestStatus.IN_PROGRESS.is_cancellable()
-    assert RequestStatus.COMPLETED.is_terminal() and RequestStatus.COMPLETED.needs_result()
+    assert RequestStatus.IN_QUEUE.is_active()
+    assert RequestStatus.IN_QUEUE.is_cancellable()
+    assert RequestStatus.IN_PROGRESS.is_active()
+    assert not RequestStatus.IN_PROGRESS.is_cancellable()
+    assert RequestStatus.COMPLETED.is_terminal()
+    assert RequestStatus.COMPLETED.needs_result()
     assert not RequestStatus.COMPLETED.is_success()
     assert RequestStatus.SUCCEEDED.is_success()
-    assert RequestStatus.FAILED.is_failure() and RequestStatus.CANCELLED.is_failure()
+    assert RequestStatus.FAILED.is_failure()
+    assert RequestStatus.CANCELLED.is_failure()
     # An unknown status is never success and never silently "done".
     assert not RequestStatus.UNKNOWN.is_success()
     assert not RequestStatus.UNKNOWN.is_terminal()

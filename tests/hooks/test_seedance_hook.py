@@ -171,7 +171,8 @@ def test_test_connection_reports_an_unreachable_host(monkeypatch: pytest.MonkeyP
 
 def test_submit_status_result_roundtrip(hook: SeedanceHook, emulator: SeedanceEmulator) -> None:
     submitted = hook.submit(MODEL, SeedanceImageToVideoInput.validate_input(PAYLOAD))
-    assert submitted.status_url and submitted.status_url.endswith(
+    assert submitted.status_url
+    assert submitted.status_url.endswith(
         f"/v1/requests/{submitted.request_id}/status"
     )
     first = hook.get_status(submitted.request_id)
@@ -180,7 +181,8 @@ def test_submit_status_result_roundtrip(hook: SeedanceHook, emulator: SeedanceEm
     wait_until(hook, submitted.request_id, RequestStatus.COMPLETED)
     result = hook.get_result(submitted.request_id)
     assert result.state is RequestStatus.SUCCEEDED
-    assert result.output and result.output["video"].startswith(emulator.base_url)
+    assert result.output
+    assert result.output["video"].startswith(emulator.base_url)
     assert result.cost is None
     [record] = emulator.state.requests("submit")
     assert record.body == SeedanceImageToVideoInput.validate_input(PAYLOAD).to_request_body()
@@ -223,7 +225,8 @@ def test_cancel_a_running_request_is_not_an_error(hook: SeedanceHook, emulator: 
 def test_get_model_reads_the_catalog(hook: SeedanceHook) -> None:
     info = hook.get_model(MODEL)
     assert info.model_id == MODEL
-    assert info.base_price_usd is not None and info.base_price_usd > 0
+    assert info.base_price_usd is not None
+    assert info.base_price_usd > 0
     assert info.price_unit in ("second", "output")
 
 
