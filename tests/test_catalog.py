@@ -133,6 +133,7 @@ def test_valid_input_round_trips_to_the_exact_body(
 
 def test_less_certain_models_send_only_what_the_user_set() -> None:
     model = Seedance2ProInput.validate_input({"prompt": "Dance"})
+    assert isinstance(model, Seedance2ProInput)
     # The documented defaults are known to the model...
     assert (model.aspect_ratio, model.duration, model.resolution, model.generate_audio) == (
         "adaptive",
@@ -143,8 +144,11 @@ def test_less_certain_models_send_only_what_the_user_set() -> None:
     assert (model.image_url, model.video_url, model.audio_url, model.seed) == ([], [], [], None)
     # ...but never sent on the user's behalf.
     assert model.to_request_body() == {"prompt": "Dance"}
-    assert Seedance25ImageToVideoInput.validate_input({"prompt": "p", "image": IMG}).duration == 5
+    i2v = Seedance25ImageToVideoInput.validate_input({"prompt": "p", "image": IMG})
+    assert isinstance(i2v, Seedance25ImageToVideoInput)
+    assert i2v.duration == 5
     t2v = Seedance25TextToVideoInput.validate_input({"prompt": "p"})
+    assert isinstance(t2v, Seedance25TextToVideoInput)
     assert (t2v.aspect_ratio, t2v.duration, t2v.generate_audio) == ("16:9", None, None)
 
 
