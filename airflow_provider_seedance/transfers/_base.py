@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import time
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ from airflow_provider_seedance.transfers._streaming import (
     SourceInfo,
     StreamingDownload,
     check_source_url,
+    human_bytes,
     new_download_client,
     redact_url,
     source_identity,
@@ -408,6 +410,7 @@ class SeedanceTransferBaseOperator(BaseOperator):
                 if reused is not None:
                     return reused
             writer = self.new_writer(uri, source)
+            started = time.monotonic()
             try:
                 result = download.copy_to(writer)
                 writer.commit(result)
@@ -415,18 +418,24 @@ class SeedanceTransferBaseOperator(BaseOperator):
                 # Whatever failed (download, upload, verification, a kill signal), leave nothing behind.
                 writer.abort()
                 raise
+            seconds = max(time.monotonic() - started, 1e-6)
         finally:
             download.close()
-        self.log.info(
-            "Copied %s to %s (%d bytes, sha256 %s, %s%s).",
-            source.shown,
-            uri,
-            result.size,
-            result.sha256,
-            result.content_type,
+        retries = (
             f", {result.resumes} resume(s), {result.restarts} restart(s)"
             if result.resumes or result.restarts
-            else "",
+            else ""
+        )
+        self.log.info(
+            "Copied %s to %s: %s in %.1f s (%.1f MB/s), sha256 %s, %s%s.",
+            source.shown,
+            uri,
+            human_bytes(result.size),
+            seconds,
+            result.size / seconds / 1e6,
+            result.sha256,
+            result.content_type,
+            retries,
         )
         return CopiedObject(
             uri=uri,

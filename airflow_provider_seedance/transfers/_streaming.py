@@ -50,8 +50,6 @@ DEFAULT_PART_SIZE = 8 * MiB
 MIN_PART_SIZE = 5 * MiB
 """S3 rejects multipart parts (except the last) smaller than this."""
 
-READ_CHUNK_SIZE = 1 * MiB
-"""Bytes asked of the HTTP stream per read: large enough to keep Python overhead low, small next to a part."""
 
 DEFAULT_CONTENT_TYPE = "video/mp4"
 """Content type stored when the source does not send one (Seedance outputs are MP4 files)."""
@@ -67,6 +65,9 @@ PROGRESS_LOG_PERCENT_STEP = 10
 
 PROGRESS_LOG_INTERVAL_SECONDS = 15.0
 """...or when this many seconds passed since the last progress line (sizes unknown, slow links)."""
+
+PROGRESS_LOG_MIN_INTERVAL_SECONDS = 2.0
+"""Percent steps closer together than this are not logged: a clip copied in a second gets one final line."""
 
 USER_AGENT = f"airflow-provider-seedance/{__version__} (transfer)"
 
@@ -193,7 +194,7 @@ class DownloadSink(Protocol):
         """
         Take the next bytes of the file.
 
-        :param data: the next chunk, at most :data:`READ_CHUNK_SIZE` long.
+        :param data: the next chunk, as received from the network (tens of KiB).
         """
 
     def rewind(self) -> None:
@@ -234,6 +235,7 @@ class TransferProgress:
     logger: Any = field(default=log)
     percent_step: int = PROGRESS_LOG_PERCENT_STEP
     interval: float = PROGRESS_LOG_INTERVAL_SECONDS
+    min_interval: float = PROGRESS_LOG_MIN_INTERVAL_SECONDS
     done: int = 0
     _started: float = field(default_factory=time.monotonic)
     _last_log: float = field(default_factory=time.monotonic)
@@ -251,7 +253,8 @@ class TransferProgress:
             percent = 100 * done // self.total
             if percent >= self._next_percent and done < self.total:
                 self._next_percent = (percent // self.percent_step + 1) * self.percent_step
-                self._log(now)
+                if now - self._last_log >= self.min_interval:
+                    self._log(now)
                 return
         if now - self._last_log >= self.interval:
             self._log(now)
@@ -278,16 +281,8 @@ class TransferProgress:
             self.logger.info("Copying %s: %s so far, %.1f MB/s", self.label, human_bytes(self.done), rate)
 
     def finished(self) -> float:
-        """Log the final line and return the elapsed seconds."""
-        elapsed = max(time.monotonic() - self._started, 1e-6)
-        self.logger.info(
-            "Copied %s: %s in %.1f s (%.1f MB/s)",
-            self.label,
-            human_bytes(self.done),
-            elapsed,
-            self.done / elapsed / 1e6,
-        )
-        return elapsed
+        """Return the seconds elapsed since the copy started (the caller logs the final line)."""
+        return max(time.monotonic() - self._started, 1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -432,7 +427,8 @@ class StreamingDownload:
             response = self._request(self._received, sink)
         assert self._progress is not None
         try:
-            for chunk in response.iter_raw(READ_CHUNK_SIZE):
+            # Chunks as they arrive (64 KiB reads): after a drop, every byte received so far is kept.
+            for chunk in response.iter_raw():
                 sink.write(chunk)
                 self._hasher.update(chunk)
                 self._received += len(chunk)
@@ -604,8 +600,8 @@ __all__ = [
     "DEFAULT_PART_SIZE",
     "MIN_PART_SIZE",
     "PROGRESS_LOG_INTERVAL_SECONDS",
+    "PROGRESS_LOG_MIN_INTERVAL_SECONDS",
     "PROGRESS_LOG_PERCENT_STEP",
-    "READ_CHUNK_SIZE",
     "DownloadResult",
     "DownloadSink",
     "SourceInfo",

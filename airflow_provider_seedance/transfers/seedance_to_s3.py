@@ -328,7 +328,7 @@ class S3StagedWriter:
                 self.client.put_object(
                     Bucket=self.bucket,
                     Key=self.key,
-                    Body=self._buffer,
+                    Body=bytes(self._buffer),
                     # S3 recomputes the SHA-256 of what it received and rejects the object on a mismatch.
                     ChecksumSHA256=_b64(result.sha256),
                     **final_args,

@@ -1,0 +1,544 @@
+"""Tests of SeedanceToS3Operator against in-process moto S3 and the scriptable file server."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import subprocess
+import sys
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from airflow.exceptions import AirflowFailException
+
+from airflow_provider_seedance.exceptions import (
+    SeedanceConfigurationError,
+    SeedanceConnectionError,
+    SeedanceIntegrityError,
+    SeedanceTransferError,
+)
+from airflow_provider_seedance.transfers import seedance_to_s3
+from airflow_provider_seedance.transfers._base import parse_source_urls
+from airflow_provider_seedance.transfers.seedance_to_s3 import (
+    SeedanceToS3Operator,
+    parse_s3_destination,
+    staging_key_for,
+)
+from tests.transfers.conftest import BUCKET, FileServer, assert_nothing_left
+
+MiB = 1024 * 1024
+SMALL = os.urandom(300_000)
+LARGE = os.urandom(17 * MiB + 4321)  # 4 parts of 5 MiB at the smallest part size
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class FakeTI:
+    """Collect what the operator pushes to XCom."""
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+def run(op: SeedanceToS3Operator) -> tuple[list[str], FakeTI]:
+    ti = FakeTI()
+    return op.execute({"ti": ti}), ti  # type: ignore[arg-type]
+
+
+def make(**kwargs: Any) -> SeedanceToS3Operator:
+    kwargs.setdefault("task_id", "store")
+    kwargs.setdefault("download_retry_backoff", 0.01)
+    return SeedanceToS3Operator(**kwargs)
+
+
+def read(client: Any, key: str) -> tuple[bytes, dict[str, Any]]:
+    answer = client.get_object(Bucket=BUCKET, Key=key)
+    return answer["Body"].read(), answer
+
+
+class FlakyClient:
+    """Wrap a boto3 client; calls named in ``fail`` raise an injected S3 error when their predicate says so."""
+
+    def __init__(self, client: Any, fail: dict[str, Callable[[dict[str, Any]], bool]]) -> None:
+        self._client = client
+        self._fail = fail
+        self.calls: list[str] = []
+        self.arguments: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(**kwargs: Any) -> Any:
+            self.calls.append(name)
+            self.arguments.append((name, kwargs))
+            predicate = self._fail.get(name)
+            if predicate is not None and predicate(kwargs):
+                from botocore.exceptions import ClientError
+
+                raise ClientError({"Error": {"Code": "InternalError", "Message": "injected failure"}}, name)
+            return attribute(**kwargs)
+
+        return call
+
+
+def use_client(monkeypatch: pytest.MonkeyPatch, client: Any) -> None:
+    monkeypatch.setattr(SeedanceToS3Operator, "_make_client", lambda self: client)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Arguments, validated before any network call
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({}, "neither"),
+        ({"request_id": "abc", "source_urls": "https://x.test/a.mp4"}, "both"),
+        ({"source_urls": "ftp://x.test/a.mp4"}, "source_urls"),
+        ({"source_urls": []}, "neither"),
+        ({"source_urls": ["https://x.test/a.mp4", "nope"]}, r"source_urls\[1\]"),
+        ({"request_id": "bad id!"}, "request_id"),
+    ],
+)
+def test_source_arguments_are_checked_first(kwargs: dict[str, Any], match: str) -> None:
+    op = make(dest_key="s3://bucket/key.mp4", **kwargs)
+    with pytest.raises(SeedanceConfigurationError, match=match) as caught:
+        op.execute({})  # type: ignore[arg-type]
+    assert isinstance(caught.value, AirflowFailException)  # retrying cannot fix an argument
+
+
+@pytest.mark.parametrize(
+    ("bucket", "key", "expected"),
+    [
+        (None, "s3://videos/a/b.mp4", ("videos", "a/b.mp4")),
+        ("videos", "a/b.mp4", ("videos", "a/b.mp4")),
+        ("videos", "s3://videos/a/b.mp4", ("videos", "a/b.mp4")),
+        ("  videos ", " a/{index}.mp4 ", ("videos", "a/{index}.mp4")),
+    ],
+)
+def test_parse_s3_destination(bucket: str | None, key: str, expected: tuple[str, str]) -> None:
+    assert parse_s3_destination(bucket, key) == expected
+
+
+@pytest.mark.parametrize(
+    ("bucket", "key", "match"),
+    [
+        (None, "a/b.mp4", "no bucket"),
+        ("other", "s3://videos/a.mp4", "bucket in one place"),
+        (None, "s3:///a.mp4", "has no bucket"),
+        (None, "gs://videos/a.mp4", "not an s3:// URL"),
+        ("videos", "a/folder/", "not a folder"),
+        ("videos", "", "non-empty"),
+        ("vid/eos", "a.mp4", "not a bucket name"),
+    ],
+)
+def test_parse_s3_destination_errors(bucket: str | None, key: str, match: str) -> None:
+    with pytest.raises(SeedanceConfigurationError, match=match):
+        parse_s3_destination(bucket, key)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"extra_args": {"Bucket": "x"}}, "not supported"),
+        ({"extra_args": {"Metadata": {"SHA256": "x"}}}, "set by the operator"),
+        ({"part_size": 1024}, "part_size"),
+        ({"upload_concurrency": 0}, "upload_concurrency"),
+        ({"staging_prefix": "/"}, "staging_prefix"),
+    ],
+)
+def test_constructor_arguments(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(SeedanceConfigurationError, match=match):
+        make(dest_key="s3://b/k.mp4", source_urls="https://x.test/a.mp4", **kwargs)
+
+
+def test_rendered_list_of_urls_is_accepted() -> None:
+    urls = ["https://cdn.test/a.mp4", "https://cdn.test/b.mp4"]
+    assert parse_source_urls(str(urls)) == urls  # Jinja renders a list as its Python repr
+    assert parse_source_urls('["https://cdn.test/a.mp4"]') == urls[:1]
+    assert parse_source_urls(" https://cdn.test/a.mp4 ") == urls[:1]
+    with pytest.raises(SeedanceConfigurationError, match="could not read"):
+        parse_source_urls("[not a list")
+
+
+def test_staging_key() -> None:
+    key = staging_key_for("videos/2030/clip.mp4", None)
+    assert key.startswith("videos/2030/.seedance-staging/clip.mp4.")
+    assert key.endswith(".partial")
+    assert staging_key_for("clip.mp4", None).startswith(".seedance-staging/clip.mp4.")
+    assert staging_key_for("a/clip.mp4", "tmp/").startswith("tmp/clip.mp4.")
+    assert staging_key_for("a/clip.mp4", None) != staging_key_for("a/clip.mp4", None)
+
+
+def test_several_videos_without_index_fail_before_any_upload(s3: Any, file_server: FileServer) -> None:
+    urls = [file_server.add(f"/{n}.mp4", SMALL) for n in range(2)]
+    op = make(source_urls=urls, dest_key=f"s3://{BUCKET}/clip.mp4")
+    with pytest.raises(SeedanceConfigurationError, match=r"\{index\}"):
+        run(op)
+    assert file_server.seen == []
+    assert_nothing_left(s3)
+
+
+def test_import_does_not_load_boto3() -> None:
+    code = (
+        "import sys\n"
+        "import airflow_provider_seedance.transfers.seedance_to_s3\n"
+        "import airflow_provider_seedance.transfers.seedance_to_object_storage\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 's3transfer'))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Copies
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_small_file_is_one_verified_put(s3: Any, file_server: FileServer) -> None:
+    url = file_server.add("/clip.mp4", SMALL, content_type="video/webm")
+    uris, ti = run(make(source_urls=url + "?token=secret", dest_bucket=BUCKET, dest_key="a/clip.mp4"))
+    assert uris == [f"s3://{BUCKET}/a/clip.mp4"]
+    body, answer = read(s3, "a/clip.mp4")
+    assert body == SMALL
+    assert answer["ContentType"] == "video/webm"
+    assert answer["Metadata"] == {"sha256": sha(SMALL), "source-url": url}  # no query string stored
+    assert ti.xcom["objects"] == [
+        {
+            "uri": uris[0],
+            "source_url": url,
+            "size": len(SMALL),
+            "sha256": sha(SMALL),
+            "content_type": "video/webm",
+            "skipped": False,
+        }
+    ]
+    assert_nothing_left(s3, ["a/clip.mp4"])
+
+
+def test_large_file_goes_through_staging_and_a_verified_copy(
+    s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = file_server.add("/big.mp4", LARGE, content_type=None)
+    flaky = FlakyClient(s3, {})
+    use_client(monkeypatch, flaky)
+    uris, _ = run(make(source_urls=[url], dest_key=f"s3://{BUCKET}/v/big-{{index}}.mp4", part_size=5 * MiB))
+    assert uris == [f"s3://{BUCKET}/v/big-0.mp4"]
+    body, answer = read(s3, "v/big-0.mp4")
+    assert sha(body) == sha(LARGE)
+    assert answer["ContentType"] == "video/mp4"
+    assert answer["Metadata"]["sha256"] == sha(LARGE)
+    head = s3.head_object(Bucket=BUCKET, Key="v/big-0.mp4", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(LARGE).digest()).decode()
+    assert flaky.calls.count("upload_part") == 4
+    assert "copy_object" in flaky.calls
+    assert_nothing_left(s3, ["v/big-0.mp4"])
+
+
+def test_extra_args_reach_the_final_object(s3: Any, file_server: FileServer) -> None:
+    url = file_server.add("/big.mp4", LARGE)
+    run(
+        make(
+            source_urls=url,
+            dest_key=f"s3://{BUCKET}/big.mp4",
+            part_size=5 * MiB,
+            extra_args={
+                "ContentType": "video/x-custom",
+                "CacheControl": "max-age=60",
+                "Metadata": {"team": "growth"},
+                "StorageClass": "STANDARD_IA",
+            },
+        )
+    )
+    head = s3.head_object(Bucket=BUCKET, Key="big.mp4")
+    assert head["ContentType"] == "video/x-custom"
+    assert head["CacheControl"] == "max-age=60"
+    assert head["StorageClass"] == "STANDARD_IA"
+    assert head["Metadata"] == {"team": "growth", "sha256": sha(LARGE), "source-url": url}
+
+
+def test_upload_part_failure_aborts_and_leaves_nothing(
+    s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = file_server.add("/big.mp4", LARGE)
+    flaky = FlakyClient(s3, {"upload_part": lambda kw: kw["PartNumber"] == 2})
+    use_client(monkeypatch, flaky)
+    with pytest.raises(SeedanceTransferError, match="UploadPart 2 failed"):
+        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB))
+    assert "abort_multipart_upload" in flaky.calls
+    assert_nothing_left(s3)
+
+
+def test_copy_failure_deletes_the_staging_object(
+    s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = file_server.add("/big.mp4", LARGE)
+    use_client(monkeypatch, FlakyClient(s3, {"copy_object": lambda kw: True}))
+    with pytest.raises(SeedanceTransferError, match="CopyObject failed"):
+        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB))
+    assert_nothing_left(s3)
+
+
+def test_put_failure_leaves_the_previous_object(
+    s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3.put_object(Bucket=BUCKET, Key="clip.mp4", Body=b"previous")
+    url = file_server.add("/clip.mp4", SMALL)
+    use_client(monkeypatch, FlakyClient(s3, {"put_object": lambda kw: True}))
+    with pytest.raises(SeedanceTransferError, match="PutObject failed"):
+        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4", replace=True))
+    assert read(s3, "clip.mp4")[0] == b"previous"
+    assert_nothing_left(s3, ["clip.mp4"])
+
+
+def test_failed_verification_removes_the_object(
+    s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = file_server.add("/clip.mp4", SMALL)
+
+    class Tampering(FlakyClient):
+        def head_object(self, **kwargs: Any) -> Any:
+            answer = self._client.head_object(**kwargs)
+            answer["ContentLength"] += 1
+            return answer
+
+    use_client(monkeypatch, Tampering(s3, {}))
+    with pytest.raises(SeedanceIntegrityError, match="failed verification"):
+        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4"))
+    assert_nothing_left(s3)
+
+
+def test_download_failing_midway_leaves_nothing(s3: Any, file_server: FileServer) -> None:
+    # Breaks after 12 MiB every time on a server without ranges: two parts were already staged.
+    url = file_server.add("/big.mp4", LARGE, ranges=False, drops={n: 12 * MiB for n in range(10)})
+    with pytest.raises(SeedanceConnectionError, match="broke off"):
+        run(
+            make(
+                source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, download_max_retries=1
+            )
+        )
+    assert_nothing_left(s3)
+
+
+def test_restart_from_zero_rewrites_the_parts(s3: Any, file_server: FileServer) -> None:
+    url = file_server.add("/big.mp4", LARGE, ranges=False, drops={0: 12 * MiB})
+    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB))
+    assert sha(read(s3, "big.mp4")[0]) == sha(LARGE)
+    assert_nothing_left(s3, ["big.mp4"])
+
+
+def test_resume_keeps_the_staged_parts(s3: Any, file_server: FileServer) -> None:
+    url = file_server.add("/big.mp4", LARGE, drops={0: 7 * MiB + 3, 1: 6 * MiB})
+    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB))
+    assert sha(read(s3, "big.mp4")[0]) == sha(LARGE)
+    assert [s.status for s in file_server.requests_for("/big.mp4")] == [200, 206, 206]
+    assert_nothing_left(s3, ["big.mp4"])
+
+
+def test_expired_source_fails_without_upload(s3: Any, file_server: FileServer) -> None:
+    url = file_server.add("/gone.mp4", SMALL, statuses={0: 403})
+    with pytest.raises(SeedanceTransferError, match="HTTP 403"):
+        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/gone.mp4"))
+    assert_nothing_left(s3)
+
+
+def test_objects_above_the_copy_limit_use_a_multipart_copy(
+    s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(seedance_to_s3, "S3_COPY_OBJECT_MAX_BYTES", 6 * MiB)
+    monkeypatch.setattr(seedance_to_s3, "S3_COPY_PART_SIZE", 5 * MiB)
+    flaky = FlakyClient(s3, {})
+    use_client(monkeypatch, flaky)
+    url = file_server.add("/big.mp4", LARGE)
+    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB))
+    body, answer = read(s3, "big.mp4")
+    assert sha(body) == sha(LARGE)
+    assert answer["Metadata"]["sha256"] == sha(LARGE)
+    assert answer["ContentType"] == "video/mp4"
+    assert flaky.calls.count("upload_part_copy") == 4
+    assert_nothing_left(s3, ["big.mp4"])
+
+
+def test_multipart_copy_failure_is_aborted(
+    s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(seedance_to_s3, "S3_COPY_OBJECT_MAX_BYTES", 6 * MiB)
+    monkeypatch.setattr(seedance_to_s3, "S3_COPY_PART_SIZE", 5 * MiB)
+    use_client(monkeypatch, FlakyClient(s3, {"upload_part_copy": lambda kw: kw["PartNumber"] == 3}))
+    url = file_server.add("/big.mp4", LARGE)
+    with pytest.raises(SeedanceTransferError, match="UploadPartCopy 3"):
+        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB))
+    assert_nothing_left(s3)
+
+
+def test_versioned_bucket_keeps_no_staging_versions(s3: Any, file_server: FileServer) -> None:
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    url = file_server.add("/big.mp4", LARGE)
+    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB))
+    versions = s3.list_object_versions(Bucket=BUCKET)
+    assert [v["Key"] for v in versions.get("Versions", [])] == ["big.mp4"]
+    assert versions.get("DeleteMarkers", []) == []
+
+
+def test_staging_prefix(s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    flaky = FlakyClient(s3, {})
+    use_client(monkeypatch, flaky)
+    url = file_server.add("/big.mp4", LARGE)
+    run(
+        make(source_urls=url, dest_key=f"s3://{BUCKET}/v/big.mp4", part_size=5 * MiB, staging_prefix="tmp/up")
+    )
+    staged = [kw["Key"] for name, kw in flaky.arguments if name == "create_multipart_upload"]
+    assert len(staged) == 1
+    assert staged[0].startswith("tmp/up/big.mp4.")
+    assert_nothing_left(s3, ["v/big.mp4"])
+
+
+def test_amazon_provider_missing_falls_back_to_boto3(
+    s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(seedance_to_s3, "_s3_hook_class", lambda: None)
+    url = file_server.add("/clip.mp4", SMALL)
+    uris, _ = run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4", region_name="us-east-1"))
+    assert read(s3, "clip.mp4")[0] == SMALL
+    assert uris == [f"s3://{BUCKET}/clip.mp4"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Idempotent reruns
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_rerun_with_replace_false_skips_the_same_copy(s3: Any, file_server: FileServer) -> None:
+    url = file_server.add("/big.mp4", LARGE)
+    op = make(source_urls=url + "?sig=1", dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB)
+    run(op)
+    first = s3.head_object(Bucket=BUCKET, Key="big.mp4")
+    # A retry gets a freshly signed link for the same file: still the same copy.
+    uris, ti = run(make(source_urls=url + "?sig=2", dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB))
+    second = s3.head_object(Bucket=BUCKET, Key="big.mp4")
+    assert uris == [f"s3://{BUCKET}/big.mp4"]
+    assert ti.xcom["objects"][0]["skipped"] is True
+    assert ti.xcom["objects"][0]["sha256"] == sha(LARGE)
+    assert second["LastModified"] == first["LastModified"]
+    assert_nothing_left(s3, ["big.mp4"])
+
+
+def test_rerun_after_the_link_expired_keeps_the_copy(s3: Any, file_server: FileServer) -> None:
+    url = file_server.add("/clip.mp4", SMALL, statuses={1: 404})
+    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4"))
+    _, ti = run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4"))
+    assert ti.xcom["objects"][0]["skipped"] is True
+
+
+def test_rerun_without_content_length_compares_the_hash(s3: Any, file_server: FileServer) -> None:
+    url = file_server.add("/clip.mp4", SMALL, content_length=False)
+    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4"))
+    _, ti = run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4"))
+    assert ti.xcom["objects"][0]["skipped"] is True
+    file_server.routes["/clip.mp4"].body = SMALL[::-1]
+    with pytest.raises(SeedanceTransferError, match="source now differs"):
+        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4"))
+
+
+def test_existing_foreign_object_fails_before_any_download(s3: Any, file_server: FileServer) -> None:
+    s3.put_object(Bucket=BUCKET, Key="clip-1.mp4", Body=b"someone else's")
+    urls = [file_server.add(f"/{n}.mp4", SMALL) for n in range(2)]
+    with pytest.raises(SeedanceTransferError, match="no sha256 metadata"):
+        run(make(source_urls=urls, dest_key=f"s3://{BUCKET}/clip-{{index}}.mp4"))
+    assert file_server.seen == []
+    assert_nothing_left(s3, ["clip-1.mp4"])
+
+
+def test_existing_copy_of_another_source_fails(s3: Any, file_server: FileServer) -> None:
+    first = file_server.add("/a.mp4", SMALL)
+    second = file_server.add("/b.mp4", SMALL)
+    run(make(source_urls=first, dest_key=f"s3://{BUCKET}/clip.mp4"))
+    with pytest.raises(SeedanceTransferError, match="records source-url"):
+        run(make(source_urls=second, dest_key=f"s3://{BUCKET}/clip.mp4"))
+
+
+def test_changed_source_size_fails(s3: Any, file_server: FileServer) -> None:
+    url = file_server.add("/clip.mp4", SMALL)
+    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4"))
+    file_server.routes["/clip.mp4"].body = SMALL + b"more"
+    with pytest.raises(SeedanceTransferError, match="source now differs"):
+        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4"))
+    assert read(s3, "clip.mp4")[0] == SMALL
+
+
+def test_replace_true_overwrites(s3: Any, file_server: FileServer) -> None:
+    s3.put_object(Bucket=BUCKET, Key="clip.mp4", Body=b"old")
+    url = file_server.add("/clip.mp4", SMALL)
+    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4", replace=True))
+    body, answer = read(s3, "clip.mp4")
+    assert body == SMALL
+    assert answer["Metadata"]["sha256"] == sha(SMALL)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------------------------------------
+
+
+class CountingS3:
+    """A stand-in S3 client that keeps only sizes, so tracemalloc sees the operator's own memory."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[int, int] = {}
+        self.total = 0
+        self.metadata: dict[str, str] = {}
+
+    def create_multipart_upload(self, **kwargs: Any) -> dict[str, Any]:
+        return {"UploadId": "u1"}
+
+    def upload_part(self, *, PartNumber: int, Body: bytes, **kwargs: Any) -> dict[str, Any]:
+        self.sizes[PartNumber] = len(Body)
+        return {"ETag": f'"{PartNumber}"'}
+
+    def complete_multipart_upload(self, **kwargs: Any) -> dict[str, Any]:
+        self.total = sum(self.sizes.values())
+        return {}
+
+    def head_object(self, **kwargs: Any) -> dict[str, Any]:
+        return {"ContentLength": self.total, "Metadata": self.metadata}
+
+    def copy_object(self, *, Metadata: dict[str, str], **kwargs: Any) -> dict[str, Any]:
+        self.metadata = Metadata
+        return {}
+
+    def delete_object(self, **kwargs: Any) -> dict[str, Any]:
+        return {}
+
+
+def peak_traced_bytes(file_server: FileServer, monkeypatch: pytest.MonkeyPatch, size: int) -> int:
+    body = bytes(size)
+    url = file_server.add(f"/zeros-{size}.mp4", body)
+    fake = CountingS3()
+    use_client(monkeypatch, fake)
+    op = make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, replace=True)
+    tracemalloc.start()
+    try:
+        run(op)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        assert fake.total == size
+
+
+def test_memory_does_not_grow_with_the_file(file_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    small = peak_traced_bytes(file_server, monkeypatch, 20 * MiB)
+    large = peak_traced_bytes(file_server, monkeypatch, 60 * MiB)
+    # A loose bound (the benchmark measures real RSS): a few 5 MiB parts, never the file.
+    assert large < 5 * 5 * MiB
+    assert large < small + 5 * MiB
