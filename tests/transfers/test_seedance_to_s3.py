@@ -27,7 +27,7 @@ from airflow_provider_seedance.transfers.seedance_to_s3 import (
     parse_s3_destination,
     staging_key_for,
 )
-from tests.transfers.conftest import BUCKET, FileServer, assert_nothing_left
+from tests.transfers._support import BUCKET, FileServer, assert_nothing_left
 
 MiB = 1024 * 1024
 SMALL = os.urandom(300_000)

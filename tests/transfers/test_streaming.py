@@ -26,7 +26,7 @@ from airflow_provider_seedance.transfers._streaming import (
     redact_url,
     source_identity,
 )
-from tests.transfers.conftest import FileServer
+from tests.transfers._support import FileServer
 
 READ_CHUNK_SIZE = 1024 * 1024
 BODY = os.urandom(3 * READ_CHUNK_SIZE + 12345)

@@ -1,0 +1,156 @@
+"""Helpers of the transfer tests: a scriptable file server and S3 assertions (fixtures are in conftest.py).
+
+The emulator (``emulator`` fixture) serves the real Seedance outputs; the :class:`FileServer` here serves
+bodies with precisely scripted misbehaviour (drop after N bytes on the k-th request, ignore ``Range``, no
+``Content-Length``, error statuses) for the unit tests of the streaming core.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+BUCKET = "seedance-videos"
+
+
+@dataclass
+class Route:
+    """
+    How the file server answers one path.
+
+    :param body: the file.
+    :param ranges: honour ``Range`` requests with 206 answers (else always 200, whole body).
+    :param drops: per request number (0-based), close the connection after this many body bytes.
+    :param statuses: per request number, answer this error status instead of the file.
+    :param content_length: send ``Content-Length`` (else close-delimited body).
+    :param content_type: the ``Content-Type`` header, or ``None`` for none.
+    :param headers: extra response headers.
+    """
+
+    body: bytes
+    ranges: bool = True
+    drops: dict[int, int] = field(default_factory=dict)
+    statuses: dict[int, int] = field(default_factory=dict)
+    content_length: bool = True
+    content_type: str | None = "video/mp4"
+    headers: dict[str, str] = field(default_factory=dict)
+    bad_content_range: bool = False
+
+
+@dataclass
+class Seen:
+    """One request the file server received."""
+
+    path: str
+    headers: dict[str, str]
+    status: int
+
+
+class FileServer:
+    """An HTTP/1.1 server on 127.0.0.1 whose files misbehave exactly as a test scripts them."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.seen: list[Seen] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                """Stay quiet."""
+
+            def do_GET(self) -> None:
+                server.handle(self)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                """A client hanging up mid-body is part of the tests: no traceback."""
+
+        self._httpd = Server(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def add(self, path: str, body: bytes, **options: Any) -> str:
+        """Serve ``body`` at ``path`` and return its URL."""
+        self.routes[path] = Route(body=body, **options)
+        return self.base_url + path
+
+    def requests_for(self, path: str) -> list[Seen]:
+        """Return the requests received for ``path``."""
+        return [seen for seen in self.seen if seen.path == path]
+
+    def handle(self, handler: BaseHTTPRequestHandler) -> None:
+        """Answer one request according to its route."""
+        path = handler.path.split("?", 1)[0]
+        route = self.routes.get(path)
+        with self._lock:
+            number = len(self.requests_for(path))
+            headers = {k.lower(): v for k, v in handler.headers.items()}
+            status = 404 if route is None else route.statuses.get(number, 0)
+            seen = Seen(path=path, headers=headers, status=status)
+            self.seen.append(seen)
+        if route is None or status:
+            handler.send_response(status or 404)
+            handler.send_header("Content-Length", "0")
+            if status == 429:
+                handler.send_header("Retry-After", "0")
+            handler.end_headers()
+            return
+        start = 0
+        wanted = headers.get("range", "")
+        if wanted and route.ranges:
+            start = int(wanted.split("=", 1)[1].split("-", 1)[0])
+            seen.status = 206
+            handler.send_response(206)
+            first = start + 1 if route.bad_content_range else start
+            handler.send_header("Content-Range", f"bytes {first}-{len(route.body) - 1}/{len(route.body)}")
+        else:
+            seen.status = 200
+            handler.send_response(200)
+            handler.send_header("Accept-Ranges", "bytes" if route.ranges else "none")
+        body = memoryview(route.body)[start:]  # no copy: memory tests trace this process
+        if route.content_length:
+            handler.send_header("Content-Length", str(len(body)))
+        else:
+            handler.send_header("Connection", "close")
+        if route.content_type:
+            handler.send_header("Content-Type", route.content_type)
+        for name, value in route.headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        drop = route.drops.get(number)
+        try:
+            handler.wfile.write(body[:drop] if drop is not None else body)
+            handler.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        if drop is not None or not route.content_length:
+            handler.close_connection = True
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def object_keys(client: Any, bucket: str = BUCKET) -> list[str]:
+    """Return every key in ``bucket`` (staging objects included)."""
+    return sorted(obj["Key"] for obj in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def unfinished_uploads(client: Any, bucket: str = BUCKET) -> list[str]:
+    """Return the keys of the multipart uploads still open in ``bucket``."""
+    return [upload["Key"] for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def assert_nothing_left(client: Any, expected_keys: list[str] | None = None, bucket: str = BUCKET) -> None:
+    """Assert the bucket holds exactly ``expected_keys`` and no multipart upload is open."""
+    assert object_keys(client, bucket) == sorted(expected_keys or [])
+    assert unfinished_uploads(client, bucket) == []
