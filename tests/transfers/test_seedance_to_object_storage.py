@@ -1,0 +1,160 @@
+"""Tests of SeedanceToObjectStorageOperator on local ``file://`` paths (and a store with object metadata)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_seedance.exceptions import (
+    SeedanceConfigurationError,
+    SeedanceConnectionError,
+    SeedanceTransferError,
+)
+from airflow_provider_seedance.transfers import seedance_to_object_storage as module
+from airflow_provider_seedance.transfers.seedance_to_object_storage import SeedanceToObjectStorageOperator
+from tests.transfers._support import FileServer
+
+MiB = 1024 * 1024
+BODY = os.urandom(3 * MiB + 99)
+SHA = hashlib.sha256(BODY).hexdigest()
+
+
+class FakeTI:
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+def run(**kwargs: Any) -> tuple[list[str], FakeTI]:
+    kwargs.setdefault("task_id", "store")
+    kwargs.setdefault("download_retry_backoff", 0.01)
+    ti = FakeTI()
+    return SeedanceToObjectStorageOperator(**kwargs).execute({"ti": ti}), ti  # type: ignore[arg-type]
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_copy_to_a_local_path(file_server: FileServer, tmp_path: Path) -> None:
+    url = file_server.add("/clip.mp4", BODY)
+    uris, ti = run(source_urls=url, dest_path=f"file://{tmp_path}/videos/day/clip.mp4")
+    target = tmp_path / "videos/day/clip.mp4"
+    assert uris == [f"file://{target}"]
+    assert target.read_bytes() == BODY
+    sidecar = json.loads((tmp_path / "videos/day/clip.mp4.seedance.json").read_text())
+    assert sidecar == {
+        "content-type": "video/mp4",
+        "sha256": SHA,
+        "size": len(BODY),
+        "source-url": url,
+    }
+    assert ti.xcom["objects"][0]["sha256"] == SHA
+    assert listing(tmp_path) == ["videos/day/clip.mp4", "videos/day/clip.mp4.seedance.json"]
+
+
+def test_several_files_need_index(file_server: FileServer, tmp_path: Path) -> None:
+    urls = [file_server.add(f"/{n}.mp4", BODY[n:]) for n in range(3)]
+    with pytest.raises(SeedanceConfigurationError, match=r"\{index\}"):
+        run(source_urls=urls, dest_path=f"file://{tmp_path}/clip.mp4")
+    assert file_server.seen == []
+    uris, _ = run(source_urls=urls, dest_path=f"file://{tmp_path}/clip-{{index}}.mp4", metadata_sidecar=False)
+    assert uris == [f"file://{tmp_path}/clip-{n}.mp4" for n in range(3)]
+    for n in range(3):
+        assert (tmp_path / f"clip-{n}.mp4").read_bytes() == BODY[n:]
+    assert listing(tmp_path) == [f"clip-{n}.mp4" for n in range(3)]
+
+
+def test_failed_download_leaves_nothing(file_server: FileServer, tmp_path: Path) -> None:
+    url = file_server.add("/clip.mp4", BODY, ranges=False, drops={n: MiB for n in range(10)})
+    with pytest.raises(SeedanceConnectionError):
+        run(source_urls=url, dest_path=f"file://{tmp_path}/clip.mp4", download_max_retries=1)
+    assert listing(tmp_path) == []
+
+
+def test_restart_rewrites_the_staging_file(file_server: FileServer, tmp_path: Path) -> None:
+    url = file_server.add("/clip.mp4", BODY, ranges=False, drops={0: 2 * MiB})
+    run(source_urls=url, dest_path=f"file://{tmp_path}/clip.mp4")
+    assert (tmp_path / "clip.mp4").read_bytes() == BODY
+    assert listing(tmp_path) == ["clip.mp4", "clip.mp4.seedance.json"]
+
+
+def test_rerun_is_idempotent_and_foreign_files_are_kept(file_server: FileServer, tmp_path: Path) -> None:
+    url = file_server.add("/clip.mp4", BODY)
+    dest = f"file://{tmp_path}/clip.mp4"
+    run(source_urls=url, dest_path=dest)
+    before = (tmp_path / "clip.mp4").stat().st_mtime_ns
+    _, ti = run(source_urls=url, dest_path=dest)
+    assert ti.xcom["objects"][0]["skipped"] is True
+    assert (tmp_path / "clip.mp4").stat().st_mtime_ns == before
+
+    (tmp_path / "other.mp4").write_bytes(b"mine")
+    with pytest.raises(SeedanceTransferError, match="already exists"):
+        run(source_urls=url, dest_path=f"file://{tmp_path}/other.mp4")
+    assert (tmp_path / "other.mp4").read_bytes() == b"mine"
+
+    run(source_urls=url, dest_path=f"file://{tmp_path}/other.mp4", replace=True)
+    assert (tmp_path / "other.mp4").read_bytes() == BODY
+
+
+def test_plain_path_and_folder_errors(file_server: FileServer, tmp_path: Path) -> None:
+    url = file_server.add("/clip.mp4", BODY)
+    uris, _ = run(source_urls=url, dest_path=str(tmp_path / "plain.mp4"))
+    assert (tmp_path / "plain.mp4").read_bytes() == BODY
+    assert uris[0].endswith("plain.mp4")
+    with pytest.raises(SeedanceConfigurationError, match="not a folder"):
+        run(source_urls=url, dest_path=f"file://{tmp_path}/folder/")
+
+
+def test_object_storage_path_is_accepted(file_server: FileServer, tmp_path: Path) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    url = file_server.add("/clip.mp4", BODY)
+    run(source_urls=url, dest_path=ObjectStoragePath(f"file://{tmp_path}/osp.mp4"))
+    assert (tmp_path / "osp.mp4").read_bytes() == BODY
+
+
+def test_store_with_object_metadata_gets_xattrs(
+    file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filesystem with ``setxattrs``/``getxattr`` (s3fs, gcsfs) gets metadata instead of a sidecar."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    store: dict[str, dict[str, str]] = {}
+
+    def setxattrs(self: Any, path: str, **values: str) -> None:
+        store[path] = values
+
+    def getxattr(self: Any, path: str, attr: str) -> str:
+        return store[path][attr]
+
+    monkeypatch.setattr(LocalFileSystem, "setxattrs", setxattrs, raising=False)
+    monkeypatch.setattr(LocalFileSystem, "getxattr", getxattr, raising=False)
+    url = file_server.add("/clip.mp4", BODY)
+    run(source_urls=url, dest_path=f"file://{tmp_path}/clip.mp4")
+    assert listing(tmp_path) == ["clip.mp4"]
+    (recorded,) = store.values()
+    assert recorded["sha256"] == SHA
+    assert recorded["source-url"] == url
+    _, ti = run(source_urls=url, dest_path=f"file://{tmp_path}/clip.mp4")
+    assert ti.xcom["objects"][0]["skipped"] is True
+
+
+def test_failure_after_the_move_removes_the_file(
+    file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Any, result: Any) -> None:
+        raise OSError("disk full while writing the sidecar")
+
+    monkeypatch.setattr(module.ObjectStorageWriter, "_record", broken)
+    url = file_server.add("/clip.mp4", BODY)
+    with pytest.raises(OSError, match="disk full"):
+        run(source_urls=url, dest_path=f"file://{tmp_path}/clip.mp4")
+    assert listing(tmp_path) == []
