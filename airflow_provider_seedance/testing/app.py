@@ -1,0 +1,892 @@
+"""The emulator's HTTP layer: the RunComfy Model API routes, public output files and control endpoints.
+
+:func:`create_app` wraps an :class:`~airflow_provider_seedance.testing.state.EmulatorState` in a FastAPI
+application. All behaviour lives in the state; this module only authenticates, applies faults, shapes JSON
+and streams files. Handlers do no blocking work and build no large bodies, so one process can serve
+thousands of polling clients and multi-gigabyte downloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import ipaddress
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from airflow_provider_seedance.models import (
+    MODEL_ID_PATTERN,
+    REQUEST_ID_PATTERN,
+    SEEDANCE_1_5_PRO_I2V_MODEL_ID,
+    SeedanceImageToVideoInput,
+    input_error_from_validation,
+)
+from airflow_provider_seedance.testing.media import (
+    MAX_GENERATED_SIZE,
+    MIN_GENERATED_SIZE,
+    RangeNotSatisfiableError,
+    VideoBody,
+    generated_video,
+    parse_range,
+    video_for,
+)
+from airflow_provider_seedance.testing.state import (
+    DEFAULT_ERROR_200_CODE,
+    EmulatorState,
+    Fault,
+    ForeignRequestError,
+    JobPlan,
+    JobSnapshot,
+    RecordedRequest,
+    UnknownRequestError,
+    iso_timestamp,
+)
+
+CONTROL_PREFIX = "/_emulator"
+"""Path prefix of the control endpoints (no auth, loopback clients only, not recorded in the request log)."""
+
+ERROR_INVALID_IDENTIFIER = 400001
+ERROR_INSUFFICIENT_RESOURCES = 400002
+ERROR_USER_ACCOUNT = 400004
+ERROR_PERMISSION_DENIED = 403001
+ERROR_NOT_FOUND = 404001
+
+DEFAULT_MALFORMED_BODY = '{"request_id": "3f2a", "status": "in_progr'
+"""What a ``malformed_json`` fault sends by default: JSON cut off mid-value, as a broken proxy would."""
+
+SLOW_POLL_SECONDS = 0.05
+"""A ``slow`` answer re-checks this often whether the emulator is stopping, so stop() never waits it out."""
+
+_RECORD_KEY = "seedance_emulator.record"
+_REQUEST_PATH = re.compile(r"^/v1/requests/([^/]+)/(status|result|cancel)$")
+_FILE_PATH = re.compile(r"^/files/([^/]+)/[^/]+$")
+_MODELS_PREFIX = "/v1/models/"
+_TRUTHY = frozenset({"1", "true", "yes", "on"})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cutting connections on purpose
+# ---------------------------------------------------------------------------------------------------------
+
+
+class ConnectionCutError(Exception):
+    """
+    Raise inside a response to make the server close the connection before the response is complete.
+
+    Uvicorn answers an exception raised after the response started by closing the transport; the client
+    sees a body shorter than its ``Content-Length`` (httpx raises ``RemoteProtocolError``).
+    """
+
+
+class _HidePlannedCuts(logging.Filter):
+    """Keep uvicorn from logging a planned connection cut as an application crash."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not _is_planned_cut(error)
+
+
+def _is_planned_cut(error: BaseException | None) -> bool:
+    if isinstance(error, ConnectionCutError):
+        return True
+    # Exception groups (anyio task groups wrap errors in them) are recognised by shape: Python 3.10 lacks the type.
+    inner = getattr(error, "exceptions", None)
+    if isinstance(error, BaseException) and isinstance(inner, tuple) and inner:
+        return all(_is_planned_cut(item) for item in inner)
+    return False
+
+
+def install_log_filter() -> None:
+    """Attach the filter hiding planned connection cuts to uvicorn's error logger (once)."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(existing, _HidePlannedCuts) for existing in logger.filters):
+        logger.addFilter(_HidePlannedCuts())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Responses
+# ---------------------------------------------------------------------------------------------------------
+
+
+class StreamedResponse(Response):
+    """
+    A response streamed from an iterator of chunks, which can cut the connection after ``cut_after`` bytes.
+
+    Unlike Starlette's ``StreamingResponse`` it keeps the ``Content-Length`` it is given (a truncated
+    download must announce the full size), stops early when the client goes away, and aborts when the
+    emulator is stopping so a slow reader cannot hold up shutdown.
+
+    :param status_code: the HTTP status.
+    :param headers: the response headers, including ``content-length``.
+    :param chunks: the body, chunk by chunk.
+    :param cut_after: close the connection after this many body bytes (``None``: send everything).
+    :param closing: set when the emulator is stopping.
+    :param media_type: the ``Content-Type``.
+    """
+
+    def __init__(
+        self,
+        *,
+        status_code: int,
+        headers: Mapping[str, str],
+        chunks: Iterable[bytes],
+        cut_after: int | None,
+        closing: threading.Event,
+        media_type: str,
+    ) -> None:
+        super().__init__(status_code=status_code, headers=dict(headers), media_type=media_type)
+        self._chunks = chunks
+        self._cut_after = cut_after
+        self._closing = closing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """
+        Send the headers, then the body chunk by chunk (or up to the planned cut).
+
+        :param scope: the ASGI scope.
+        :param receive: the ASGI receive channel.
+        :param send: the ASGI send channel.
+        """
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if scope.get("method") == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        gone = asyncio.ensure_future(_wait_for_disconnect(receive))
+        sent = 0
+        try:
+            for chunk in self._chunks:
+                if gone.done():
+                    # The client left: uvicorn already knows, so returning quietly ends the exchange.
+                    return
+                if self._closing.is_set():
+                    raise ConnectionCutError("the emulator is stopping")
+                if self._cut_after is not None and sent + len(chunk) >= self._cut_after:
+                    piece = chunk[: self._cut_after - sent]
+                    if piece:
+                        await send({"type": "http.response.body", "body": piece, "more_body": True})
+                    raise ConnectionCutError(
+                        f"connection cut after {self._cut_after} body bytes (planned fault)"
+                    )
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent += len(chunk)
+            if self._cut_after is not None:
+                raise ConnectionCutError("connection cut before the end of the response (planned fault)")
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class ApiError(Exception):
+    """
+    Raise to answer with a RunComfy error body ``{"error_code", "error_message", "detail"}``.
+
+    :param status_code: the HTTP status (200 for an ``error_200`` fault).
+    :param error_code: RunComfy's numeric code; left out of the body when ``None``.
+    :param message: the ``error_message``.
+    :param detail: the ``detail``.
+    :param headers: extra response headers.
+    :param body: an exact JSON body to send instead of the standard one.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        error_code: int | None,
+        message: str,
+        *,
+        detail: Any = None,
+        headers: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_code = error_code
+        self.message = message
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.body = body
+
+    def payload(self) -> Any:
+        """Return the JSON body of the answer."""
+        if self.body is not None:
+            return self.body
+        payload: dict[str, Any] = {}
+        if self.error_code is not None:
+            payload["error_code"] = self.error_code
+        payload["error_message"] = self.message
+        payload["detail"] = self.detail
+        return payload
+
+
+def _json_bytes(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _retry_after_header(seconds: float) -> str:
+    if float(seconds).is_integer():
+        return str(int(seconds))
+    return f"{seconds:.3f}".rstrip("0")
+
+
+_HTTP_STATUSES = frozenset(status.value for status in http.HTTPStatus)
+
+
+def _fault_error(fault: Fault) -> ApiError:
+    if fault.kind == "error_200":
+        code = fault.error_code if fault.error_code is not None else DEFAULT_ERROR_200_CODE
+        message = fault.error_message or "The request failed (HTTP 200 with an error body, injected fault)"
+        return ApiError(200, code, message, body=fault.body)
+    phrase = http.HTTPStatus(fault.status_code).phrase if fault.status_code in _HTTP_STATUSES else "Error"
+    message = fault.error_message or f"{phrase} (injected fault)"
+    headers = {}
+    if fault.retry_after is not None:
+        headers["retry-after"] = _retry_after_header(fault.retry_after)
+    return ApiError(fault.status_code, fault.error_code, message, headers=headers, body=fault.body)
+
+
+def _cut_point(fault: Fault | None, length: int) -> int | None:
+    if fault is None:
+        return None
+    if fault.kind == "drop":
+        return 0
+    if fault.kind == "truncated":
+        wanted = fault.truncate_at_bytes
+        if wanted is None:
+            wanted = int(length * fault.truncate_fraction)
+        # A cut at or past the end would deliver the whole body: it must land strictly inside it.
+        return max(0, min(wanted, length - 1))
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One call: who is calling, about what, and which fault hits it
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Call:
+    request: Request
+    endpoint: str
+    token: str
+    fault: Fault | None
+    closing: threading.Event
+
+    @property
+    def base_url(self) -> str:
+        return str(self.request.base_url).rstrip("/")
+
+    def answer(
+        self, payload: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        fault = self.fault
+        if (
+            fault is not None
+            and fault.kind == "unknown_status"
+            and isinstance(payload, dict)
+            and "status" in payload
+        ):
+            payload = {**payload, "status": fault.status_value}
+        if fault is not None and fault.kind == "malformed_json":
+            text = fault.body if isinstance(fault.body, str) else DEFAULT_MALFORMED_BODY
+            return Response(text.encode("utf-8"), status_code=200, media_type="application/json")
+        body = _json_bytes(payload)
+        cut = _cut_point(fault, len(body))
+        if cut is None:
+            return Response(
+                body, status_code=status_code, headers=dict(headers or {}), media_type="application/json"
+            )
+        return StreamedResponse(
+            status_code=status_code,
+            headers={**(headers or {}), "content-length": str(len(body))},
+            chunks=[body],
+            cut_after=cut,
+            closing=self.closing,
+            media_type="application/json",
+        )
+
+    def error(self, error: ApiError) -> Response:
+        return self.answer(error.payload(), error.status_code, error.headers)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The request log middleware
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _classify(scope: Scope) -> RecordedRequest:
+    method: str = scope["method"]
+    path: str = scope["path"]
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    entry = RecordedRequest(
+        method=method,
+        path=path,
+        endpoint="other",
+        headers=headers,
+        query=scope["query_string"].decode("latin-1"),
+    )
+    if path.startswith(_MODELS_PREFIX):
+        entry.model_id = path[len(_MODELS_PREFIX) :]
+        entry.endpoint = "submit" if method == "POST" else "model"
+    elif match := _REQUEST_PATH.match(path):
+        entry.request_id = match.group(1)
+        entry.endpoint = match.group(2)  # type: ignore[assignment]
+    elif match := _FILE_PATH.match(path):
+        entry.endpoint = "download"
+        entry.request_id = None if match.group(1) == "generated" else match.group(1)
+    return entry
+
+
+class RequestLogMiddleware:
+    """
+    Record every non-control request in the state's log when it arrives, and its status when it is answered.
+
+    Recording on arrival keeps counts exact while a ``slow`` answer is still pending; the status is noted
+    before the answer leaves, so a client that got its answer always finds it in the log.
+
+    :param app: the wrapped ASGI application.
+    :param state: the emulator state.
+    """
+
+    def __init__(self, app: ASGIApp, state: EmulatorState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """
+        Record the request, then run the application.
+
+        :param scope: the ASGI scope.
+        :param receive: the ASGI receive channel.
+        :param send: the ASGI send channel.
+        """
+        if scope["type"] != "http" or scope["path"].startswith(CONTROL_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        record = self.state.record(_classify(scope))
+        scope[_RECORD_KEY] = record
+
+        async def send_noting_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        except Exception:
+            if record.status_code is None:
+                record.status_code = 500
+            raise
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Control endpoint bodies
+# ---------------------------------------------------------------------------------------------------------
+
+
+class ModelEntry(BaseModel):
+    """
+    Body of ``POST /_emulator/models``: a model to add to the catalog.
+
+    :param model_id: the model id.
+    :param base_price_usd: price per ``price_unit`` (``None``: no price in the catalog answer).
+    :param price_unit: ``second`` or ``output`` (any other string is served as is).
+    :param display_name: the human name.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str
+    base_price_usd: float | None = Field(0.05, ge=0)
+    price_unit: str = "second"
+    display_name: str | None = None
+
+
+class Settings(BaseModel):
+    """
+    Body of ``PATCH /_emulator/settings``: the switches to change (unset ones stay).
+
+    :param pricing_enabled: ``False`` makes ``GET /v1/models/{id}`` answer 404 for every model.
+    :param ranges_enabled: ``False`` makes downloads ignore ``Range`` and always answer 200.
+    :param time_scale: multiply the planned durations of new jobs by this.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    pricing_enabled: bool | None = None
+    ranges_enabled: bool | None = None
+    time_scale: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+
+class TokenEntry(BaseModel):
+    """
+    Body of ``POST /_emulator/tokens``: another accepted token (another account).
+
+    :param token: the token.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1)
+
+
+def _settings(state: EmulatorState) -> dict[str, Any]:
+    return {
+        "pricing_enabled": state.pricing_enabled,
+        "ranges_enabled": state.ranges_enabled,
+        "time_scale": state.time_scale,
+    }
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# API payloads
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _request_urls(base_url: str, request_id: str) -> dict[str, str]:
+    prefix = f"{base_url}/v1/requests/{request_id}"
+    return {"status_url": f"{prefix}/status", "result_url": f"{prefix}/result"}
+
+
+def _output(base_url: str, job: JobSnapshot) -> dict[str, Any]:
+    urls = [f"{base_url}/files/{job.request_id}/{index}.mp4" for index in range(job.plan.num_videos)]
+    if not urls:
+        return {}
+    style = job.plan.output_style
+    if style == "auto":
+        style = "video" if len(urls) == 1 else "both"
+    output: dict[str, Any] = {}
+    if style in ("video", "both"):
+        output["video"] = urls[0]
+    if style in ("videos", "both"):
+        output["videos"] = urls
+    return output
+
+
+def _status_payload(base_url: str, job: JobSnapshot) -> dict[str, Any]:
+    payload: dict[str, Any] = {"request_id": job.request_id, "status": job.status}
+    if job.phase == "in_queue":
+        payload["queue_position"] = job.queue_position
+    payload.update(_request_urls(base_url, job.request_id))
+    return payload
+
+
+def _result_payload(base_url: str, job: JobSnapshot, include_cost: bool) -> dict[str, Any]:
+    payload: dict[str, Any] = {"request_id": job.request_id, "status": job.phase}
+    if job.phase == "succeeded":
+        payload["output"] = _output(base_url, job)
+    payload["created_at"] = iso_timestamp(job.created_at)
+    payload["finished_at"] = iso_timestamp(job.finished_at)
+    if job.phase == "failed":
+        payload["error"] = job.plan.error
+    if include_cost:
+        payload["cost"] = job.cost_usd
+    return payload
+
+
+def _invalid_input(model_id: str, err: ValidationError) -> ApiError:
+    problem = input_error_from_validation(SeedanceImageToVideoInput, err)
+    lines = [
+        f"{item['field']}: {item['rule']}"
+        + (f" (got {item['value']})" if item.get("value") is not None else "")
+        for item in problem.errors
+    ]
+    return ApiError(422, None, f"Invalid input for {model_id}: " + "; ".join(lines), detail=problem.errors)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The application
+# ---------------------------------------------------------------------------------------------------------
+
+
+def create_app(state: EmulatorState, *, closing: threading.Event | None = None) -> FastAPI:
+    """
+    Build the emulator's FastAPI application around ``state``.
+
+    :param state: the emulator state the routes read and change.
+    :param closing: set by the server when it is stopping, so slow answers and long downloads end at once.
+    """
+    closing = closing or threading.Event()
+    install_log_filter()
+    app = FastAPI(
+        title="Seedance emulator (RunComfy Model API stand-in)",
+        docs_url=f"{CONTROL_PREFIX}/docs",
+        redoc_url=None,
+        openapi_url=f"{CONTROL_PREFIX}/openapi.json",
+    )
+    app.state.emulator = state
+    app.add_middleware(RequestLogMiddleware, state=state)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return JSONResponse(exc.payload(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = ERROR_NOT_FOUND if exc.status_code == 404 else None
+        error = ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        return JSONResponse(error.payload(), status_code=exc.status_code, headers=error.headers)
+
+    def authenticate(request: Request) -> str:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(
+                401,
+                ERROR_USER_ACCOUNT,
+                "Missing API token: send the header 'Authorization: Bearer <token>'",
+                headers={"www-authenticate": "Bearer"},
+            )
+        if state.account_for(token) is None:
+            raise ApiError(
+                401,
+                ERROR_USER_ACCOUNT,
+                "The API token is invalid, expired or revoked",
+                headers={"www-authenticate": 'Bearer error="invalid_token"'},
+            )
+        return token
+
+    async def pause(seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not closing.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(remaining, SLOW_POLL_SECONDS))
+
+    async def begin(
+        request: Request,
+        endpoint: str,
+        *,
+        request_id: str | None = None,
+        model_id: str | None = None,
+        authenticate_call: bool = True,
+    ) -> _Call:
+        # Output files are public CDN links: they are served to anyone, so they carry no account.
+        token = authenticate(request) if authenticate_call else ""
+        record: RecordedRequest | None = request.scope.get(_RECORD_KEY)
+        if request_id is not None:
+            if not REQUEST_ID_PATTERN.match(request_id):
+                if not authenticate_call:
+                    raise ApiError(404, ERROR_NOT_FOUND, "No such file")
+                raise ApiError(400, ERROR_INVALID_IDENTIFIER, f"Malformed request id: {request_id[:64]!r}")
+            model_id = state.model_of(request_id)
+            if record is not None:
+                record.model_id = model_id
+        fault = state.take_fault(endpoint, model_id, request_id)
+        if fault is not None:
+            if record is not None:
+                record.fault = fault.kind
+            if fault.kind in ("http_error", "error_200"):
+                raise _fault_error(fault)
+            if fault.kind == "slow":
+                await pause(fault.delay_seconds)
+        return _Call(request, endpoint, token, fault, closing)
+
+    def job_for(call: _Call, request_id: str) -> JobSnapshot:
+        try:
+            return state.get_job(request_id, call.token)
+        except UnknownRequestError:
+            raise ApiError(
+                404, ERROR_NOT_FOUND, f"Request {request_id} was not found (unknown, deleted or expired)"
+            ) from None
+        except ForeignRequestError:
+            raise ApiError(
+                403, ERROR_PERMISSION_DENIED, f"Request {request_id} belongs to another account"
+            ) from None
+
+    # -- the RunComfy Model API -------------------------------------------------------------------------
+
+    @app.post("/v1/models/{model_id:path}")
+    async def submit(request: Request, model_id: str) -> Response:
+        call = await begin(request, "submit", model_id=model_id)
+        try:
+            if not MODEL_ID_PATTERN.match(model_id) or state.model_info(model_id) is None:
+                raise ApiError(
+                    400,
+                    ERROR_INVALID_IDENTIFIER,
+                    f"Unknown model id {model_id!r}: no such model in the catalog",
+                )
+            raw = await request.body()
+            try:
+                body = json.loads(raw) if raw.strip() else None
+            except ValueError as err:
+                raise ApiError(400, None, f"The request body is not valid JSON: {err}") from None
+            record: RecordedRequest | None = request.scope.get(_RECORD_KEY)
+            if record is not None:
+                record.body = body
+            if not isinstance(body, dict):
+                raise ApiError(
+                    422, None, "The request body must be a JSON object of the model's input fields"
+                )
+            if model_id == SEEDANCE_1_5_PRO_I2V_MODEL_ID:
+                try:
+                    SeedanceImageToVideoInput.model_validate(body)
+                except ValidationError as err:
+                    raise _invalid_input(model_id, err) from None
+            job = state.submit(model_id, body, call.token)
+        except ApiError as error:
+            return call.error(error)
+        urls = _request_urls(call.base_url, job.request_id)
+        return call.answer(
+            {
+                "request_id": job.request_id,
+                **urls,
+                "cancel_url": f"{call.base_url}/v1/requests/{job.request_id}/cancel",
+            }
+        )
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model_info(request: Request, model_id: str) -> Response:
+        call = await begin(request, "model", model_id=model_id)
+        info = state.model_info(model_id) if state.pricing_enabled else None
+        if info is None:
+            return call.error(ApiError(404, ERROR_NOT_FOUND, f"Model {model_id!r} was not found"))
+        return call.answer(info)
+
+    @app.get("/v1/requests/{request_id}/status")
+    async def status(request: Request, request_id: str) -> Response:
+        call = await begin(request, "status", request_id=request_id)
+        try:
+            job = job_for(call, request_id)
+        except ApiError as error:
+            return call.error(error)
+        return call.answer(_status_payload(call.base_url, job))
+
+    @app.get("/v1/requests/{request_id}/result")
+    async def result(request: Request, request_id: str) -> Response:
+        call = await begin(request, "result", request_id=request_id)
+        try:
+            job = job_for(call, request_id)
+        except ApiError as error:
+            return call.error(error)
+        include_cost = request.query_params.get("include_cost", "").strip().lower() in _TRUTHY
+        return call.answer(_result_payload(call.base_url, job, include_cost))
+
+    @app.post("/v1/requests/{request_id}/cancel")
+    async def cancel(request: Request, request_id: str) -> Response:
+        call = await begin(request, "cancel", request_id=request_id)
+        try:
+            job_for(call, request_id)
+            job, cancelled = state.cancel(request_id, call.token)
+        except ApiError as error:
+            return call.error(error)
+        outcome = "cancelled" if cancelled else "not_cancellable"
+        return call.answer({"request_id": request_id, "status": job.status, "outcome": outcome}, 202)
+
+    # -- public output files ----------------------------------------------------------------------------
+
+    def serve_file(call: _Call, body: VideoBody) -> Response:
+        headers = {"etag": body.etag, "cache-control": "public, max-age=86400"}
+        span = None
+        if state.ranges_enabled:
+            headers["accept-ranges"] = "bytes"
+            if_range = call.request.headers.get("if-range")
+            if if_range is None or if_range == body.etag:
+                try:
+                    span = parse_range(call.request.headers.get("range"), body.size)
+                except RangeNotSatisfiableError as err:
+                    return call.error(
+                        ApiError(416, None, str(err), headers={"content-range": f"bytes */{body.size}"})
+                    )
+        else:
+            headers["accept-ranges"] = "none"
+        start, end = (span.start, span.end + 1) if span is not None else (0, body.size)
+        if span is not None:
+            headers["content-range"] = span.content_range(body.size)
+        headers["content-length"] = str(end - start)
+        return StreamedResponse(
+            status_code=206 if span is not None else 200,
+            headers=headers,
+            chunks=body.iter_range(start, end),
+            cut_after=_cut_point(call.fault, end - start),
+            closing=closing,
+            media_type="video/mp4",
+        )
+
+    @app.api_route("/files/generated/{size_bytes:int}.mp4", methods=["GET", "HEAD"])
+    async def generated_file(request: Request, size_bytes: int) -> Response:
+        call = await begin(request, "download", authenticate_call=False)
+        if not MIN_GENERATED_SIZE <= size_bytes <= MAX_GENERATED_SIZE:
+            return call.error(
+                ApiError(
+                    404,
+                    ERROR_NOT_FOUND,
+                    f"Generated files are {MIN_GENERATED_SIZE} to {MAX_GENERATED_SIZE} bytes, not {size_bytes}",
+                )
+            )
+        return serve_file(call, generated_video(size_bytes))
+
+    @app.api_route("/files/{request_id}/{index:int}.mp4", methods=["GET", "HEAD"])
+    async def output_file(request: Request, request_id: str, index: int) -> Response:
+        call = await begin(request, "download", request_id=request_id, authenticate_call=False)
+        try:
+            job = state.get_job(request_id)
+        except UnknownRequestError:
+            job = None
+        if job is None or job.phase != "succeeded" or index >= job.plan.num_videos:
+            return call.error(ApiError(404, ERROR_NOT_FOUND, "No such file"))
+        return serve_file(call, video_for(job.plan.video_size_bytes))
+
+    app.include_router(_control_router(state))
+    return app
+
+
+def _control_router(state: EmulatorState) -> APIRouter:
+    def loopback_only(request: Request) -> None:
+        if not _is_loopback(request.client.host if request.client else None):
+            raise ApiError(403, ERROR_PERMISSION_DENIED, "The control endpoints answer loopback clients only")
+
+    router = APIRouter(prefix=CONTROL_PREFIX, dependencies=[Depends(loopback_only)], tags=["control"])
+
+    @router.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "jobs": state.job_count(), "requests": state.count()}
+
+    @router.post("/reset")
+    async def reset() -> dict[str, Any]:
+        state.reset()
+        return {"status": "reset"}
+
+    @router.get("/requests")
+    async def requests(
+        endpoint: str | None = None, limit: int | None = Query(None, ge=1), redact: bool = True
+    ) -> dict[str, Any]:
+        entries = state.requests(endpoint)
+        if limit is not None:
+            entries = entries[-limit:]
+        return {
+            "count": state.count(endpoint),
+            "requests": [entry.to_dict(redact=redact) for entry in entries],
+        }
+
+    @router.get("/faults")
+    async def faults() -> dict[str, Any]:
+        return {
+            "faults": [
+                {"id": fault_id, **fault.model_dump(mode="json")}
+                for fault_id, fault in state.faults().items()
+            ]
+        }
+
+    @router.post("/faults", status_code=201)
+    async def add_fault(fault: Fault) -> dict[str, Any]:
+        return {"id": state.add_fault(fault), "fault": fault.model_dump(mode="json")}
+
+    @router.delete("/faults")
+    async def clear_faults() -> dict[str, Any]:
+        return {"cleared": state.clear_faults()}
+
+    @router.delete("/faults/{fault_id}")
+    async def remove_fault(fault_id: int) -> dict[str, Any]:
+        if not state.remove_fault(fault_id):
+            raise ApiError(404, ERROR_NOT_FOUND, f"No active fault with id {fault_id}")
+        return {"removed": fault_id}
+
+    @router.get("/plan")
+    async def get_plan() -> dict[str, Any]:
+        return {
+            "default": state.default_plan.model_dump(mode="json"),
+            "models": {
+                model_id: plan.model_dump(mode="json") for model_id, plan in state.model_plans().items()
+            },
+            "next": [plan.model_dump(mode="json") for plan in state.pending_plans()],
+        }
+
+    @router.put("/plan")
+    async def set_plan(plan: JobPlan) -> dict[str, Any]:
+        state.set_plan(plan)
+        return {"default": plan.model_dump(mode="json")}
+
+    @router.post("/plan/next")
+    async def plan_next(plan: JobPlan, count: int = Query(1, ge=1)) -> dict[str, Any]:
+        state.plan_next(plan, count)
+        return {"queued": count, "pending": len(state.pending_plans())}
+
+    @router.put("/models/{model_id:path}/plan")
+    async def set_model_plan(model_id: str, plan: JobPlan) -> dict[str, Any]:
+        state.set_model_plan(model_id, plan)
+        return {"model_id": model_id, "plan": plan.model_dump(mode="json")}
+
+    @router.delete("/models/{model_id:path}/plan")
+    async def clear_model_plan(model_id: str) -> dict[str, Any]:
+        state.set_model_plan(model_id, None)
+        return {"model_id": model_id, "plan": None}
+
+    @router.post("/models", status_code=201)
+    async def register_model(entry: ModelEntry) -> dict[str, Any]:
+        try:
+            state.register_model(
+                entry.model_id,
+                base_price_usd=entry.base_price_usd,
+                price_unit=entry.price_unit,
+                display_name=entry.display_name,
+            )
+        except ValueError as err:
+            raise ApiError(400, ERROR_INVALID_IDENTIFIER, str(err)) from None
+        return state.model_info(entry.model_id) or {}
+
+    @router.get("/jobs")
+    async def jobs() -> dict[str, Any]:
+        return {"jobs": [job.to_dict() for job in state.jobs()]}
+
+    @router.get("/settings")
+    async def get_settings() -> dict[str, Any]:
+        return _settings(state)
+
+    @router.patch("/settings")
+    async def change_settings(settings: Settings) -> dict[str, Any]:
+        if settings.pricing_enabled is not None:
+            state.pricing_enabled = settings.pricing_enabled
+        if settings.ranges_enabled is not None:
+            state.ranges_enabled = settings.ranges_enabled
+        if settings.time_scale is not None:
+            state.time_scale = settings.time_scale
+        return _settings(state)
+
+    @router.post("/tokens", status_code=201)
+    async def add_token(entry: TokenEntry) -> dict[str, Any]:
+        state.add_token(entry.token)
+        return {"accounts": len(state.tokens)}
+
+    return router
+
+
+__all__ = [
+    "CONTROL_PREFIX",
+    "ApiError",
+    "ConnectionCutError",
+    "RequestLogMiddleware",
+    "StreamedResponse",
+    "create_app",
+    "install_log_filter",
+]
