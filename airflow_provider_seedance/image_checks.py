@@ -127,6 +127,8 @@ def describe_source(url: str) -> str:
         return f"{header},... ({len(text)} characters)"
     parts = urlsplit(text)
     host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
     if parts.port:
         host = f"{host}:{parts.port}"
     return f"{parts.scheme}://{host}{parts.path}"

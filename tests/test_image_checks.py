@@ -549,3 +549,15 @@ def test_importing_the_modules_does_not_import_pillow_or_connect(monkeypatch: py
     for name in names:
         importlib.import_module(name)
     assert "PIL" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://u:pw@cdn.example.com/a/b.png?X-Amz-Signature=s#frag", "https://cdn.example.com/a/b.png"),
+        ("http://[::1]:8080/a.png?token=t", "http://[::1]:8080/a.png"),
+        ("data:image/png;base64,AAAA", "data:image/png;base64,... (26 characters)"),
+    ],
+)
+def test_sources_are_shown_without_secrets(url: str, shown: str) -> None:
+    assert image_checks.describe_source(url) == shown
