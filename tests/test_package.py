@@ -22,6 +22,9 @@ PUBLIC_MODULES = [
     "airflow_provider_seedance.sensors.seedance",
     "airflow_provider_seedance.transfers.seedance_to_s3",
     "airflow_provider_seedance.testing",
+    "airflow_provider_seedance.catalog",
+    "airflow_provider_seedance.cost",
+    "airflow_provider_seedance.image_checks",
 ]
 
 
@@ -98,7 +101,7 @@ base = time.perf_counter()
 for name in sys.argv[1:]:
     __import__(name)
 done = time.perf_counter()
-heavy = sorted(m for m in ("boto3", "botocore", "fastapi", "uvicorn", "moto") if m in sys.modules)
+heavy = sorted(m for m in ("boto3", "botocore", "fastapi", "uvicorn", "moto", "PIL") if m in sys.modules)
 print(json.dumps({"heavy": heavy, "provider_seconds": done - base}))
 """
 

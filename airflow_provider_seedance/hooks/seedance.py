@@ -51,6 +51,7 @@ from airflow_provider_seedance.models import (
     CancelResponse,
     ModelInfo,
     ResultResponse,
+    SeedanceInputModel,
     StatusResponse,
     SubmitResponse,
     describe_error,
@@ -251,6 +252,9 @@ def payload_to_body(payload: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
 
     :param payload: the model's input fields.
     """
+    if isinstance(payload, SeedanceInputModel):
+        # Typed inputs decide which fields go on the wire (sparse models leave unset defaults out).
+        return payload.to_request_body()
     if isinstance(payload, BaseModel):
         return payload.model_dump(mode="json")
     if not isinstance(payload, Mapping):
