@@ -5,17 +5,26 @@ How a file lands in S3, and why nothing is ever left behind:
 * A file that fits in one part (:data:`~._streaming.DEFAULT_PART_SIZE`, 8 MiB; most Seedance clips) is
   sent with one ``PutObject`` straight to the final key, carrying its metadata and a ``ChecksumSHA256``
   that S3 verifies on receipt. ``PutObject`` is atomic: the key holds the old object or the new one.
-* A larger file is streamed as a multipart upload to a *staging* key (``<dir>/.seedance-staging/<name>.
-  <uuid>.partial``), because S3 fixes user metadata when the upload is created and the ``sha256`` is only
-  known at the end. Once every byte is in and counted, the staging object is copied server side to the
-  final key with ``MetadataDirective=REPLACE`` (``CopyObject`` up to 5 GiB, a multipart ``UploadPartCopy``
-  above), which sets ``sha256``, ``source-url`` and ``ContentType`` and makes the final object appear at
-  once, complete. S3 computes the copy's own SHA-256 (``ChecksumAlgorithm=SHA256``), which is compared with
-  ours. The staging object is then deleted (its exact version, in a versioned bucket).
+* A larger file needs somewhere to wait until its SHA-256 is known, because S3 fixes user metadata when
+  a multipart upload is *created*. Two choices (``staging=``), both without downloading twice:
+
+  - ``"s3"`` (default, no local disk): the parts stream as a multipart upload to a *staging* key
+    (``<dir>/.seedance-staging/<name>.<uuid>.partial``), each with a CRC32 that S3 checks on receipt, so
+    the staged bytes are exactly the hashed bytes. Once every byte is in and counted, the staging object
+    is copied server side to the final key with ``MetadataDirective=REPLACE`` (``CopyObject`` up to 5 GiB,
+    parallel ``UploadPartCopy`` above), which sets ``sha256``, ``source-url`` and ``ContentType`` and
+    makes the final object appear at once, complete; ``CopyObject`` also has S3 compute the copy's full
+    SHA-256, which must equal ours. The staging object is then deleted (its exact version, in a versioned
+    bucket). The copy moves no byte through the worker, but S3 does copy the object once more.
+  - ``"local"``: the bytes are spooled to an unnamed temporary file on the worker (still constant
+    memory), then uploaded once, in parallel parts, as a multipart upload created with the final metadata.
+    No staging object and no server-side copy; it needs free local disk for the whole video.
 * On any failure (download, upload, verification, a kill signal) the writer waits for in-flight parts,
   aborts the multipart upload(s) and deletes the staging object. The final key is only ever written by an
-  atomic call, so it never holds a partial file. (A worker killed with ``SIGKILL`` cannot clean up: an S3
-  lifecycle rule with ``AbortIncompleteMultipartUpload`` and an expiry on ``.seedance-staging/`` covers it.)
+  atomic call (PutObject, CopyObject, CompleteMultipartUpload), so it never holds a partial file, and an
+  object that fails the final check (size, ``sha256`` metadata, S3's own SHA-256 where it has one) is
+  deleted. (A worker killed with ``SIGKILL`` cannot clean up: an S3 lifecycle rule with
+  ``AbortIncompleteMultipartUpload`` and an expiry on ``.seedance-staging/`` covers it.)
 
 ``boto3`` and the Amazon provider are imported only when the operator runs.
 """
@@ -23,10 +32,13 @@ How a file lands in S3, and why nothing is ever left behind:
 from __future__ import annotations
 
 import base64
+import logging
 import math
+import tempfile
+import threading
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -68,8 +80,11 @@ S3_COPY_OBJECT_MAX_BYTES = 5 * GiB
 S3_COPY_PART_SIZE = 512 * MiB
 """Part size of the server-side multipart copy of objects above :data:`S3_COPY_OBJECT_MAX_BYTES`."""
 
-DEFAULT_UPLOAD_CONCURRENCY = 2
-"""Parts uploaded while the next one downloads: overlaps network legs, memory (1 + this) x part size."""
+DEFAULT_UPLOAD_CONCURRENCY = 4
+"""Parts uploaded in parallel while the next one downloads; memory is (1 + this) x part size (40 MiB)."""
+
+STAGING_MODES = frozenset({"s3", "local"})
+"""Where a file larger than one part waits until its SHA-256 is known (see the module docstring)."""
 
 STAGING_DIR = ".seedance-staging"
 """Folder, next to the final key, holding multipart uploads until they are verified and published."""
@@ -205,20 +220,17 @@ def _s3_errors(action: str, uri: str) -> Iterator[None]:
         raise SeedanceTransferError(f"S3 {action} failed for {uri}: {exc}") from exc
 
 
-class S3StagedWriter:
+class _S3Writer:
     """
-    Write one file to S3 as described in the module docstring: one PutObject, or staging + copy.
-
-    Memory is bounded by ``(1 + concurrency) * part_size`` whatever the file size.
+    What both S3 writers share: final arguments, the single-PutObject path, verification, cleanup helpers.
 
     :param client: a boto3 S3 client.
     :param bucket: the destination bucket.
     :param key: the final key.
-    :param staging_key: where a multipart upload is staged.
     :param metadata: user metadata of the final object (``sha256`` is added at commit).
     :param extra_args: validated ``extra_args`` for the final object.
-    :param part_size: bytes per part (>= 5 MiB).
-    :param concurrency: parts uploaded in the background while the download goes on.
+    :param part_size: bytes per part (>= 5 MiB); a file up to this size goes in one PutObject.
+    :param concurrency: parts uploaded (or copied) in parallel.
     :param logger: where to log.
     """
 
@@ -228,40 +240,26 @@ class S3StagedWriter:
         bucket: str,
         key: str,
         *,
-        staging_key: str,
         metadata: Mapping[str, str],
         extra_args: Mapping[str, Any] | None = None,
         part_size: int = DEFAULT_PART_SIZE,
         concurrency: int = DEFAULT_UPLOAD_CONCURRENCY,
         logger: Any = None,
     ) -> None:
-        import logging
-
         self.client = client
         self.bucket = bucket
         self.key = key
-        self.staging_key = staging_key
         self.metadata = dict(metadata)
         self.extra_args = dict(extra_args or {})
         self.part_size = part_size
         self.concurrency = max(1, concurrency)
         self.log = logger or logging.getLogger(__name__)
         self.uri = f"s3://{bucket}/{key}"
-        self.staging_uri = f"s3://{bucket}/{staging_key}"
         self.content_type = str(self.extra_args.pop("ContentType", "") or "")
         self.content_encoding: str | None = None
-        self._buffer = bytearray()
-        self._upload_id: str | None = None
-        self._parts: dict[int, dict[str, Any]] = {}
-        self._next_part = 1
-        self._inflight: deque[Future[None]] = deque()
         self._executor: ThreadPoolExecutor | None = None
-        self._staged_version: str | None = None
-        self._staged = False
-        self._copy_upload_id: str | None = None
+        self._final_upload_id: str | None = None
         self._final_written = False
-
-    # -- DownloadSink ------------------------------------------------------------------------------------
 
     def begin(self, source: SourceInfo) -> None:
         """
@@ -282,6 +280,150 @@ class S3StagedWriter:
             )
             self.part_size = needed
 
+    # -- shared steps ------------------------------------------------------------------------------------
+
+    def _final_args(self, result: DownloadResult) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            **self.extra_args,
+            "ContentType": self.content_type or result.content_type,
+            "Metadata": {
+                **dict(self.extra_args.get("Metadata") or {}),
+                **self.metadata,
+                SHA256_METADATA_KEY: result.sha256,
+            },
+        }
+        if self.content_encoding:
+            args["ContentEncoding"] = self.content_encoding
+        return args
+
+    def _put_whole(self, body: bytes, result: DownloadResult) -> None:
+        """Publish a file that fits in one part with one atomic PutObject that S3 checks against our SHA-256."""
+        with _s3_errors("PutObject", self.uri):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.key,
+                Body=body,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=_b64(result.sha256),
+                **self._final_args(result),
+            )
+        self._final_written = True
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix="seedance-s3"
+            )
+        return self._executor
+
+    def _shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def _assemble(self, final_args: dict[str, Any], parts: list[Callable[[int], dict[str, Any]]]) -> None:
+        """
+        Build the final object as a multipart upload whose part ``n`` is produced by ``parts[n - 1](n)``.
+
+        The upload is created with the final metadata (the SHA-256 is known by now) and only becomes visible,
+        whole, at CompleteMultipartUpload; any failure aborts it.
+        """
+        with _s3_errors("CreateMultipartUpload", self.uri):
+            self._final_upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                **{k: v for k, v in final_args.items() if k != "TaggingDirective"},
+            )["UploadId"]
+        futures = [self._pool().submit(make, number) for number, make in enumerate(parts, start=1)]
+        done = [future.result() for future in futures]
+        with _s3_errors("CompleteMultipartUpload", self.uri):
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self._final_upload_id,
+                MultipartUpload={"Parts": done},
+            )
+        self._final_upload_id = None
+        self._final_written = True
+
+    def _abort_final_upload(self) -> None:
+        if self._final_upload_id is not None:
+            self._quietly(
+                "abort the multipart upload",
+                self.client.abort_multipart_upload,
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self._final_upload_id,
+            )
+            self._final_upload_id = None
+
+    def _verify_final(self, result: DownloadResult) -> None:
+        with _s3_errors("HeadObject", self.uri):
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key, ChecksumMode="ENABLED")
+        problems = []
+        if head.get("ContentLength") != result.size:
+            problems.append(f"size {head.get('ContentLength')} instead of {result.size}")
+        if (head.get("Metadata") or {}).get(SHA256_METADATA_KEY) != result.sha256:
+            problems.append("sha256 metadata missing or different")
+        checksum = head.get("ChecksumSHA256")
+        # A composite checksum ("...-N") of a multipart object is not the file's SHA-256: skip it.
+        if checksum and "-" not in checksum and checksum != _b64(result.sha256):
+            problems.append("S3's own SHA-256 of the object differs from the downloaded bytes")
+        if problems:
+            raise SeedanceIntegrityError(f"{self.uri} failed verification: {'; '.join(problems)}.")
+        self._final_written = False
+
+    def _remove_unverified_final(self) -> None:
+        if self._final_written:
+            # Only reached when the final object failed verification: it must not stay.
+            self._quietly(
+                "delete the unverified object", self.client.delete_object, Bucket=self.bucket, Key=self.key
+            )
+            self._final_written = False
+
+    def _quietly(self, what: str, call: Any, **kwargs: Any) -> bool:
+        try:
+            call(**kwargs)
+        except Exception as exc:
+            self.log.error(
+                "Could not %s (s3://%s/%s): %s. Remove it by hand, or let a lifecycle rule do it.",
+                what,
+                kwargs.get("Bucket"),
+                kwargs.get("Key"),
+                exc,
+            )
+            return False
+        return True
+
+
+class S3StagedWriter(_S3Writer):
+    """
+    Write one file to S3 with S3 staging (the default): one PutObject, or a staged multipart upload + copy.
+
+    Memory is bounded by ``(1 + concurrency) * part_size`` whatever the file size; no local disk is used.
+
+    :param staging_key: where a multipart upload is staged before the server-side copy.
+    :param kwargs: see :class:`_S3Writer`.
+    """
+
+    def __init__(self, client: Any, bucket: str, key: str, *, staging_key: str, **kwargs: Any) -> None:
+        super().__init__(client, bucket, key, **kwargs)
+        self.staging_key = staging_key
+        self.staging_uri = f"s3://{bucket}/{staging_key}"
+        # Part buffers are allocated once and recycled: (1 + concurrency) of them at most, so memory stays
+        # flat (no allocator churn of 8 MiB blocks across threads either).
+        self._free: list[bytearray] = []
+        self._buffer: bytearray | None = None
+        self._fill = 0
+        self._upload_id: str | None = None
+        self._parts: dict[int, dict[str, Any]] = {}
+        self._next_part = 1
+        self._inflight: deque[Future[None]] = deque()
+        self._staged_version: str | None = None
+        self._staged = False
+
+    # -- DownloadSink ------------------------------------------------------------------------------------
+
     def write(self, data: bytes) -> None:
         """
         Buffer ``data``; every full part is handed to a background upload.
@@ -290,17 +432,21 @@ class S3StagedWriter:
         """
         view = memoryview(data)
         while view:
-            room = self.part_size - len(self._buffer)
-            self._buffer += view[:room]
-            view = view[room:]
-            if len(self._buffer) >= self.part_size:
-                part, self._buffer = self._buffer, bytearray()
-                self._submit(part)
+            if self._buffer is None:
+                self._buffer = self._free.pop() if self._free else bytearray(self.part_size)
+                self._fill = 0
+            count = min(len(view), self.part_size - self._fill)
+            self._buffer[self._fill : self._fill + count] = view[:count]
+            self._fill += count
+            view = view[count:]
+            if self._fill == self.part_size:
+                self._submit(self._buffer, self._fill)
+                self._buffer = None
 
     def rewind(self) -> None:
         """Start the file again: later parts overwrite the earlier ones, which complete will ignore."""
         self._drain(raise_errors=False)
-        self._buffer = bytearray()
+        self._release_buffer()
         self._parts.clear()
         self._next_part = 1
 
@@ -312,40 +458,19 @@ class S3StagedWriter:
 
         :param result: the finished download.
         """
-        final_args: dict[str, Any] = {
-            **self.extra_args,
-            "ContentType": self.content_type or result.content_type,
-            "Metadata": {
-                **dict(self.extra_args.get("Metadata") or {}),
-                **self.metadata,
-                SHA256_METADATA_KEY: result.sha256,
-            },
-        }
-        if self.content_encoding:
-            final_args["ContentEncoding"] = self.content_encoding
         if self._upload_id is None:
-            with _s3_errors("PutObject", self.uri):
-                self.client.put_object(
-                    Bucket=self.bucket,
-                    Key=self.key,
-                    Body=bytes(self._buffer),
-                    # S3 recomputes the SHA-256 of what it received and rejects the object on a mismatch.
-                    ChecksumSHA256=_b64(result.sha256),
-                    **final_args,
-                )
-            self._final_written = True
+            self._put_whole(self._pending_bytes(), result)
         else:
             self._complete_staging(result)
-            self._publish_staging(result, final_args)
+            self._publish_staging(result)
         self._verify_final(result)
-        self._buffer = bytearray()
+        self._release_buffer()
+        self._shutdown()
 
     def abort(self) -> None:
         """Remove every trace of this write: in-flight parts, multipart uploads, staging and unverified objects."""
         self._drain(raise_errors=False)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        self._shutdown()
         if self._upload_id is not None:
             self._quietly(
                 "abort the staging multipart upload",
@@ -355,28 +480,28 @@ class S3StagedWriter:
                 UploadId=self._upload_id,
             )
             self._upload_id = None
-        if self._copy_upload_id is not None:
-            self._quietly(
-                "abort the multipart copy",
-                self.client.abort_multipart_upload,
-                Bucket=self.bucket,
-                Key=self.key,
-                UploadId=self._copy_upload_id,
-            )
-            self._copy_upload_id = None
+        self._abort_final_upload()
         if self._staged:
             self._delete_staging()
-        if self._final_written:
-            # Only reached when the final object failed verification: it must not stay.
-            self._quietly(
-                "delete the unverified object", self.client.delete_object, Bucket=self.bucket, Key=self.key
-            )
-            self._final_written = False
-        self._buffer = bytearray()
+        self._remove_unverified_final()
+        self._release_buffer()
+        self._free.clear()
 
     # -- internals ---------------------------------------------------------------------------------------
 
-    def _submit(self, part: bytearray) -> None:
+    def _pending_bytes(self) -> bytes:
+        """Return the bytes buffered but not yet sent (the whole file, when it fits in one part)."""
+        if self._buffer is None:
+            return b""
+        return bytes(memoryview(self._buffer)[: self._fill])
+
+    def _release_buffer(self) -> None:
+        if self._buffer is not None:
+            self._free.append(self._buffer)
+        self._buffer = None
+        self._fill = 0
+
+    def _submit(self, part: bytearray, length: int) -> None:
         if self._upload_id is None:
             with _s3_errors("CreateMultipartUpload", self.staging_uri):
                 answer = self.client.create_multipart_upload(
@@ -397,24 +522,26 @@ class S3StagedWriter:
         # Bound the parts held in memory: wait for the oldest upload before queueing another.
         while len(self._inflight) >= self.concurrency:
             self._inflight.popleft().result()
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=self.concurrency, thread_name_prefix="seedance-s3"
-            )
         number = self._next_part
         self._next_part += 1
-        self._inflight.append(self._executor.submit(self._upload_part, number, part))
+        self._inflight.append(self._pool().submit(self._upload_part, number, part, length))
 
-    def _upload_part(self, number: int, body: bytearray) -> None:
-        with _s3_errors(f"UploadPart {number}", self.staging_uri):
-            answer = self.client.upload_part(
-                Bucket=self.bucket,
-                Key=self.staging_key,
-                UploadId=self._upload_id,
-                PartNumber=number,
-                Body=body,
-                ChecksumAlgorithm="CRC32",
-            )
+    def _upload_part(self, number: int, buffer: bytearray, length: int) -> None:
+        # A full buffer goes as is; only the last, shorter part is copied out of its buffer.
+        body = buffer if length == len(buffer) else bytes(memoryview(buffer)[:length])
+        try:
+            with _s3_errors(f"UploadPart {number}", self.staging_uri):
+                answer = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=self.staging_key,
+                    UploadId=self._upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    # botocore sends the part's CRC32 and S3 rejects the part if the bytes differ.
+                    ChecksumAlgorithm="CRC32",
+                )
+        finally:
+            self._free.append(buffer)
         entry = {"PartNumber": number, "ETag": answer["ETag"]}
         if answer.get("ChecksumCRC32"):
             entry["ChecksumCRC32"] = answer["ChecksumCRC32"]
@@ -433,13 +560,10 @@ class S3StagedWriter:
                     self.log.debug("Discarded a failed part upload.", exc_info=True)
 
     def _complete_staging(self, result: DownloadResult) -> None:
-        if self._buffer:
-            part, self._buffer = self._buffer, bytearray()
-            self._submit(part)
+        if self._buffer is not None and self._fill:
+            self._submit(self._buffer, self._fill)
+            self._buffer = None
         self._drain()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
         parts = [self._parts[n] for n in range(1, self._next_part)]
         with _s3_errors("CompleteMultipartUpload", self.staging_uri):
             answer = self.client.complete_multipart_upload(
@@ -459,13 +583,14 @@ class S3StagedWriter:
                 f"{self.staging_uri} holds {staged_size} bytes but {result.size} were downloaded; not published."
             )
 
-    def _publish_staging(self, result: DownloadResult, final_args: dict[str, Any]) -> None:
+    def _publish_staging(self, result: DownloadResult) -> None:
+        final_args = self._final_args(result)
         source: dict[str, str] = {"Bucket": self.bucket, "Key": self.staging_key}
         if self._staged_version:
             source["VersionId"] = self._staged_version
-        if "Tagging" in final_args:
-            final_args = {**final_args, "TaggingDirective": "REPLACE"}
         if result.size <= S3_COPY_OBJECT_MAX_BYTES:
+            if "Tagging" in final_args:
+                final_args["TaggingDirective"] = "REPLACE"
             with _s3_errors("CopyObject", self.uri):
                 self.client.copy_object(
                     Bucket=self.bucket,
@@ -476,56 +601,30 @@ class S3StagedWriter:
                     ChecksumAlgorithm="SHA256",
                     **final_args,
                 )
+            self._final_written = True
         else:
-            self._multipart_copy(source, result.size, final_args)
-        # From here until verification passes, a failure must remove the object we just published.
-        self._final_written = True
+            part_size = max(S3_COPY_PART_SIZE, math.ceil(result.size / S3_MAX_PARTS))
+            ranges = [
+                (start, min(start + part_size, result.size) - 1) for start in range(0, result.size, part_size)
+            ]
+            self._assemble(final_args, [self._part_copier(source, first, last) for first, last in ranges])
+        # The final object exists from here on: until verification passes, abort() deletes it.
         self._delete_staging()
 
-    def _multipart_copy(self, source: dict[str, str], size: int, final_args: dict[str, Any]) -> None:
-        create_args = {k: v for k, v in final_args.items() if k != "TaggingDirective"}
-        with _s3_errors("CreateMultipartUpload (copy)", self.uri):
-            self._copy_upload_id = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=self.key, **create_args
-            )["UploadId"]
-        parts: list[dict[str, Any]] = []
-        part_size = max(S3_COPY_PART_SIZE, math.ceil(size / S3_MAX_PARTS))
-        for number, start in enumerate(range(0, size, part_size), start=1):
-            end = min(start + part_size, size) - 1
+    def _part_copier(self, source: dict[str, str], first: int, last: int) -> Callable[[int], dict[str, Any]]:
+        def copy(number: int) -> dict[str, Any]:
             with _s3_errors(f"UploadPartCopy {number}", self.uri):
                 answer = self.client.upload_part_copy(
                     Bucket=self.bucket,
                     Key=self.key,
-                    UploadId=self._copy_upload_id,
+                    UploadId=self._final_upload_id,
                     PartNumber=number,
                     CopySource=source,
-                    CopySourceRange=f"bytes={start}-{end}",
+                    CopySourceRange=f"bytes={first}-{last}",
                 )
-            parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
-        with _s3_errors("CompleteMultipartUpload (copy)", self.uri):
-            self.client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=self.key,
-                UploadId=self._copy_upload_id,
-                MultipartUpload={"Parts": parts},
-            )
-        self._copy_upload_id = None
+            return {"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]}
 
-    def _verify_final(self, result: DownloadResult) -> None:
-        with _s3_errors("HeadObject", self.uri):
-            head = self.client.head_object(Bucket=self.bucket, Key=self.key, ChecksumMode="ENABLED")
-        problems = []
-        if head.get("ContentLength") != result.size:
-            problems.append(f"size {head.get('ContentLength')} instead of {result.size}")
-        if (head.get("Metadata") or {}).get(SHA256_METADATA_KEY) != result.sha256:
-            problems.append("sha256 metadata missing or different")
-        checksum = head.get("ChecksumSHA256")
-        # A composite checksum ("...-N") of a multipart object is not the file's SHA-256: skip it.
-        if checksum and "-" not in checksum and checksum != _b64(result.sha256):
-            problems.append("S3's own SHA-256 of the object differs from the downloaded bytes")
-        if problems:
-            raise SeedanceIntegrityError(f"{self.uri} failed verification: {'; '.join(problems)}.")
-        self._final_written = False
+        return copy
 
     def _delete_staging(self) -> None:
         args: dict[str, str] = {"Bucket": self.bucket, "Key": self.staging_key}
@@ -535,26 +634,114 @@ class S3StagedWriter:
         if self._quietly("delete the staging object", self.client.delete_object, **args):
             self._staged = False
 
-    def _quietly(self, what: str, call: Any, **kwargs: Any) -> bool:
-        try:
-            call(**kwargs)
-        except Exception as exc:
-            self.log.error(
-                "Could not %s (s3://%s/%s): %s. Remove it by hand, or let a lifecycle rule do it.",
-                what,
-                kwargs.get("Bucket"),
-                kwargs.get("Key"),
-                exc,
+
+class S3SpooledWriter(_S3Writer):
+    """
+    Write one file to S3 with local staging: spool it to an unnamed temporary file, then upload it once.
+
+    The SHA-256 is known before the upload starts, so the final multipart upload carries the metadata from
+    its creation: no staging object, no server-side copy. The parts are read back from the file in
+    parallel (``concurrency`` x ``part_size`` of memory). It needs free disk space for the whole video in
+    ``spool_dir`` (which must not be a RAM-backed tmpfs, or the video would sit in memory after all).
+
+    :param spool_dir: the directory of the temporary file (``None``: the system's temporary directory).
+    :param kwargs: see :class:`_S3Writer`.
+    """
+
+    def __init__(self, client: Any, bucket: str, key: str, *, spool_dir: str | None, **kwargs: Any) -> None:
+        super().__init__(client, bucket, key, **kwargs)
+        self.spool_dir = spool_dir
+        self._file: Any = None
+        self._lock = threading.Lock()
+
+    def begin(self, source: SourceInfo) -> None:
+        """
+        Open the spool file (already unlinked where the OS allows: a killed worker leaves nothing).
+
+        :param source: what the source announced.
+        """
+        super().begin(source)
+        self._file = tempfile.TemporaryFile(dir=self.spool_dir, prefix="seedance-spool-")  # noqa: SIM115 - closed by commit/abort
+
+    def write(self, data: bytes) -> None:
+        """
+        Append ``data`` to the spool file.
+
+        :param data: the next bytes of the file.
+        """
+        self._file.write(data)
+
+    def rewind(self) -> None:
+        """Empty the spool file: the download starts again from byte 0."""
+        self._file.seek(0)
+        self._file.truncate()
+
+    def commit(self, result: DownloadResult) -> None:
+        """
+        Upload the spooled file to the final key (metadata set at creation), then verify it.
+
+        :param result: the finished download.
+        """
+        self._file.flush()
+        size = result.size
+        if size <= self.part_size:
+            self._put_whole(self._read(0, size), result)
+        else:
+            self.log.info(
+                "Uploading %s from the local spool file (%d MiB parts).", self.uri, self.part_size // MiB
             )
-            return False
-        return True
+            offsets = range(0, size, self.part_size)
+            self._assemble(
+                self._final_args(result),
+                [self._part_uploader(offset, min(self.part_size, size - offset)) for offset in offsets],
+            )
+        self._verify_final(result)
+        self._shutdown()
+        self._close()
+
+    def abort(self) -> None:
+        """Abort the multipart upload, remove an unverified object and drop the spool file."""
+        self._shutdown()
+        self._abort_final_upload()
+        self._remove_unverified_final()
+        self._close()
+
+    def _read(self, offset: int, length: int) -> bytes:
+        # Parts are read by several threads: one shared file position, so reads are serialised.
+        with self._lock:
+            self._file.seek(offset)
+            return bytes(self._file.read(length))
+
+    def _part_uploader(self, offset: int, length: int) -> Callable[[int], dict[str, Any]]:
+        def upload(number: int) -> dict[str, Any]:
+            body = self._read(offset, length)
+            with _s3_errors(f"UploadPart {number}", self.uri):
+                answer = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self._final_upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    ChecksumAlgorithm="CRC32",
+                )
+            entry = {"PartNumber": number, "ETag": answer["ETag"]}
+            if answer.get("ChecksumCRC32"):
+                entry["ChecksumCRC32"] = answer["ChecksumCRC32"]
+            return entry
+
+        return upload
+
+    def _close(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
 
 
 class SeedanceToS3Operator(SeedanceTransferBaseOperator):
     """
     Copy the videos of a Seedance request (or any http(s) files) into S3, streamed and verified.
 
-    Memory stays at a few parts (``(1 + upload_concurrency) * part_size``, 24 MiB by default) whatever the
+    Memory stays at a few parts (``(1 + upload_concurrency) * part_size``, 40 MiB by default) whatever the
     video size. Downloads never carry the API token and resume with HTTP ranges after a dropped connection.
     Each object gets ``ContentType`` from the download (else ``video/mp4``) and metadata ``sha256`` and
     ``source-url`` (plus ``seedance-request-id``); a failed copy leaves no object and no unfinished upload.
@@ -586,8 +773,13 @@ class SeedanceToS3Operator(SeedanceTransferBaseOperator):
     :param verify: TLS verification for S3: ``False``, or a CA bundle path (default: verify).
     :param extra_args: extra S3 arguments for the final object, among :data:`ALLOWED_EXTRA_ARGS` (encryption,
         storage class, ACL, tags, cache control, ``ContentType`` override, extra ``Metadata``...).
-    :param staging_prefix: where multipart uploads are staged before publication (default: a
-        ``.seedance-staging/`` folder next to each final key).
+    :param staging: where a file larger than one part waits until its SHA-256 is known. ``"s3"`` (default):
+        a staging object in the bucket, copied server side to the final key (no local disk; memory only).
+        ``"local"``: an unnamed temporary file on the worker, uploaded once with the final metadata (no
+        server-side copy, fewer S3 calls; needs free disk space for the video, never on a tmpfs).
+    :param staging_prefix: with ``staging="s3"``, where staging objects go (default: a ``.seedance-staging/``
+        folder next to each final key).
+    :param spool_dir: with ``staging="local"``, the directory of the temporary file (default: the system's).
     :param part_size: bytes per multipart part (>= 5 MiB; default 8 MiB). Files up to this size go in one
         PutObject.
     :param upload_concurrency: parts uploaded in the background while the download continues.
@@ -615,7 +807,9 @@ class SeedanceToS3Operator(SeedanceTransferBaseOperator):
         endpoint_url: str | None = None,
         verify: bool | str | None = None,
         extra_args: Mapping[str, Any] | None = None,
+        staging: str = "s3",
         staging_prefix: str | None = None,
+        spool_dir: str | None = None,
         part_size: int = DEFAULT_PART_SIZE,
         upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY,
         **kwargs: Any,
@@ -634,6 +828,15 @@ class SeedanceToS3Operator(SeedanceTransferBaseOperator):
         self.endpoint_url = endpoint_url
         self.verify = verify
         self.extra_args = self._check_extra_args(extra_args)
+        if staging not in STAGING_MODES:
+            raise SeedanceConfigurationError(
+                f"staging: must be one of {sorted(STAGING_MODES)} ('s3': stage large files in the bucket and "
+                f"copy them server side; 'local': spool them to a local file first), got {staging!r}."
+            )
+        if spool_dir is not None and staging != "local":
+            raise SeedanceConfigurationError("spool_dir is only used with staging='local'.")
+        self.staging = staging
+        self.spool_dir = spool_dir
         self.staging_prefix = self._check_staging_prefix(staging_prefix)
         if (
             not isinstance(part_size, int)
@@ -763,16 +966,17 @@ class SeedanceToS3Operator(SeedanceTransferBaseOperator):
         metadata = {SOURCE_URL_METADATA_KEY: source.identity}
         if source.request_id:
             metadata[REQUEST_ID_METADATA_KEY] = source.request_id
+        options: dict[str, Any] = {
+            "metadata": metadata,
+            "extra_args": self.extra_args,
+            "part_size": self.part_size,
+            "concurrency": self.upload_concurrency,
+            "logger": self.log,
+        }
+        if self.staging == "local":
+            return S3SpooledWriter(self.s3_client, bucket, key, spool_dir=self.spool_dir, **options)
         return S3StagedWriter(
-            self.s3_client,
-            bucket,
-            key,
-            staging_key=staging_key_for(key, self.staging_prefix),
-            metadata=metadata,
-            extra_args=self.extra_args,
-            part_size=self.part_size,
-            concurrency=self.upload_concurrency,
-            logger=self.log,
+            self.s3_client, bucket, key, staging_key=staging_key_for(key, self.staging_prefix), **options
         )
 
     def close_destination(self) -> None:
@@ -783,6 +987,7 @@ class SeedanceToS3Operator(SeedanceTransferBaseOperator):
 __all__ = [
     "ALLOWED_EXTRA_ARGS",
     "DEFAULT_UPLOAD_CONCURRENCY",
+    "S3SpooledWriter",
     "S3StagedWriter",
     "SeedanceToS3Operator",
     "parse_s3_destination",

@@ -33,18 +33,42 @@ def file_server() -> Iterator[FileServer]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """An in-process moto S3 with the bucket :data:`BUCKET`; yields a boto3 client on it."""
+@pytest.fixture(scope="module")
+def _moto_client() -> Iterator[Any]:
+    """Start moto's in-process mock once per test module (starting it costs about a second)."""
     import boto3
     from moto import mock_aws
 
-    # No aws_default connection: the S3Hook falls back to boto3's chain, i.e. the fake keys of tests/conftest.py.
-    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
     with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+        yield boto3.client("s3", region_name="us-east-1")
+
+
+@pytest.fixture
+def s3(_moto_client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An in-process moto S3 with an empty bucket :data:`BUCKET`; operators use the client it yields."""
+    from airflow_provider_seedance.transfers.seedance_to_s3 import SeedanceToS3Operator
+
+    client = _moto_client
+    # No aws_default connection: a real S3Hook falls back to boto3's chain (the fake keys of tests/conftest.py).
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+    client.create_bucket(Bucket=BUCKET)
+    # Operators reuse this client (building one per run costs a second); the S3Hook path itself is
+    # covered end to end against moto_server.
+    monkeypatch.setattr(SeedanceToS3Operator, "_make_client", lambda self: client)
+    yield client
+    drop_bucket(client)
+
+
+def drop_bucket(client: Any, bucket: str = BUCKET) -> None:
+    """Delete ``bucket`` with every object version, delete marker and open multipart upload in it."""
+    for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    listing = client.list_object_versions(Bucket=bucket)
+    for entry in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
+        client.delete_object(Bucket=bucket, Key=entry["Key"], VersionId=entry["VersionId"])
+    for entry in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+        client.delete_object(Bucket=bucket, Key=entry["Key"])
+    client.delete_bucket(Bucket=bucket)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ from tests.transfers._support import BUCKET, FileServer, assert_nothing_left
 
 MiB = 1024 * 1024
 SMALL = os.urandom(300_000)
-LARGE = os.urandom(17 * MiB + 4321)  # 4 parts of 5 MiB at the smallest part size
+LARGE = os.urandom(11 * MiB + 4321)  # 3 parts at the smallest part size (5 MiB)
 
 
 def sha(data: bytes) -> str:
@@ -156,6 +157,8 @@ def test_parse_s3_destination_errors(bucket: str | None, key: str, match: str) -
         ({"part_size": 1024}, "part_size"),
         ({"upload_concurrency": 0}, "upload_concurrency"),
         ({"staging_prefix": "/"}, "staging_prefix"),
+        ({"staging": "disk"}, "staging"),
+        ({"spool_dir": "/tmp"}, "only used with staging='local'"),
     ],
 )
 def test_constructor_arguments(kwargs: dict[str, Any], match: str) -> None:
@@ -214,6 +217,8 @@ def test_small_file_is_one_verified_put(s3: Any, file_server: FileServer) -> Non
     assert body == SMALL
     assert answer["ContentType"] == "video/webm"
     assert answer["Metadata"] == {"sha256": sha(SMALL), "source-url": url}  # no query string stored
+    head = s3.head_object(Bucket=BUCKET, Key="a/clip.mp4", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(SMALL).digest()).decode()
     assert ti.xcom["objects"] == [
         {
             "uri": uris[0],
@@ -227,23 +232,29 @@ def test_small_file_is_one_verified_put(s3: Any, file_server: FileServer) -> Non
     assert_nothing_left(s3, ["a/clip.mp4"])
 
 
-def test_large_file_goes_through_staging_and_a_verified_copy(
-    s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+STAGINGS = pytest.mark.parametrize("staging", ["s3", "local"])
+
+
+@STAGINGS
+def test_large_file_is_staged_and_published_verified(
+    s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch, staging: str, tmp_path: Path
 ) -> None:
     url = file_server.add("/big.mp4", LARGE, content_type=None)
     flaky = FlakyClient(s3, {})
     use_client(monkeypatch, flaky)
-    uris, _ = run(make(source_urls=[url], dest_key=f"s3://{BUCKET}/v/big-{{index}}.mp4", part_size=5 * MiB))
+    spool = {"spool_dir": str(tmp_path)} if staging == "local" else {}
+    dest = f"s3://{BUCKET}/v/big-{{index}}.mp4"
+    uris, _ = run(make(source_urls=[url], dest_key=dest, part_size=5 * MiB, staging=staging, **spool))
     assert uris == [f"s3://{BUCKET}/v/big-0.mp4"]
     body, answer = read(s3, "v/big-0.mp4")
     assert sha(body) == sha(LARGE)
     assert answer["ContentType"] == "video/mp4"
     assert answer["Metadata"]["sha256"] == sha(LARGE)
-    head = s3.head_object(Bucket=BUCKET, Key="v/big-0.mp4", ChecksumMode="ENABLED")
-    assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(LARGE).digest()).decode()
-    assert flaky.calls.count("upload_part") == 4
-    assert "copy_object" in flaky.calls
+    assert flaky.calls.count("upload_part") == 3
+    # S3 staging publishes with a server-side copy; local staging uploads once, metadata included.
+    assert ("copy_object" in flaky.calls) == (staging == "s3")
     assert_nothing_left(s3, ["v/big-0.mp4"])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_extra_args_reach_the_final_object(s3: Any, file_server: FileServer) -> None:
@@ -268,14 +279,15 @@ def test_extra_args_reach_the_final_object(s3: Any, file_server: FileServer) -> 
     assert head["Metadata"] == {"team": "growth", "sha256": sha(LARGE), "source-url": url}
 
 
+@STAGINGS
 def test_upload_part_failure_aborts_and_leaves_nothing(
-    s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+    s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch, staging: str
 ) -> None:
     url = file_server.add("/big.mp4", LARGE)
     flaky = FlakyClient(s3, {"upload_part": lambda kw: kw["PartNumber"] == 2})
     use_client(monkeypatch, flaky)
     with pytest.raises(SeedanceTransferError, match="UploadPart 2 failed"):
-        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB))
+        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, staging=staging))
     assert "abort_multipart_upload" in flaky.calls
     assert_nothing_left(s3)
 
@@ -302,45 +314,68 @@ def test_put_failure_leaves_the_previous_object(
     assert_nothing_left(s3, ["clip.mp4"])
 
 
+@pytest.mark.parametrize(
+    ("body", "staging", "tampered", "message"),
+    [
+        (SMALL, "s3", "clip.mp4", "failed verification"),
+        (LARGE, "s3", "clip.mp4", "failed verification"),
+        (LARGE, "s3", ".partial", "not published"),
+        (LARGE, "local", "clip.mp4", "failed verification"),
+    ],
+)
 def test_failed_verification_removes_the_object(
-    s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+    s3: Any,
+    file_server: FileServer,
+    monkeypatch: pytest.MonkeyPatch,
+    body: bytes,
+    staging: str,
+    tampered: str,
+    message: str,
 ) -> None:
-    url = file_server.add("/clip.mp4", SMALL)
+    url = file_server.add("/clip.mp4", body)
 
     class Tampering(FlakyClient):
         def head_object(self, **kwargs: Any) -> Any:
             answer = self._client.head_object(**kwargs)
-            answer["ContentLength"] += 1
+            if kwargs["Key"].endswith(tampered):
+                answer["ContentLength"] += 1
             return answer
 
     use_client(monkeypatch, Tampering(s3, {}))
-    with pytest.raises(SeedanceIntegrityError, match="failed verification"):
-        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4"))
+    with pytest.raises(SeedanceIntegrityError, match=message):
+        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4", part_size=5 * MiB, staging=staging))
     assert_nothing_left(s3)
 
 
-def test_download_failing_midway_leaves_nothing(s3: Any, file_server: FileServer) -> None:
-    # Breaks after 12 MiB every time on a server without ranges: two parts were already staged.
-    url = file_server.add("/big.mp4", LARGE, ranges=False, drops={n: 12 * MiB for n in range(10)})
+@STAGINGS
+def test_download_failing_midway_leaves_nothing(s3: Any, file_server: FileServer, staging: str) -> None:
+    # Breaks after 7 MiB every time on a server without ranges: a part was already staged.
+    url = file_server.add("/big.mp4", LARGE, ranges=False, drops={n: 7 * MiB for n in range(10)})
     with pytest.raises(SeedanceConnectionError, match="broke off"):
         run(
             make(
-                source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, download_max_retries=1
+                source_urls=url,
+                dest_key=f"s3://{BUCKET}/big.mp4",
+                part_size=5 * MiB,
+                download_max_retries=1,
+                staging=staging,
             )
         )
     assert_nothing_left(s3)
 
 
-def test_restart_from_zero_rewrites_the_parts(s3: Any, file_server: FileServer) -> None:
-    url = file_server.add("/big.mp4", LARGE, ranges=False, drops={0: 12 * MiB})
-    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB))
+@STAGINGS
+def test_restart_from_zero_rewrites_the_parts(s3: Any, file_server: FileServer, staging: str) -> None:
+    url = file_server.add("/big.mp4", LARGE, ranges=False, drops={0: 7 * MiB})
+    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, staging=staging))
     assert sha(read(s3, "big.mp4")[0]) == sha(LARGE)
     assert_nothing_left(s3, ["big.mp4"])
 
 
-def test_resume_keeps_the_staged_parts(s3: Any, file_server: FileServer) -> None:
-    url = file_server.add("/big.mp4", LARGE, drops={0: 7 * MiB + 3, 1: 6 * MiB})
-    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB))
+@STAGINGS
+def test_resume_keeps_the_staged_parts(s3: Any, file_server: FileServer, staging: str) -> None:
+    url = file_server.add("/big.mp4", LARGE, drops={0: 6 * MiB + 3, 1: 3 * MiB})
+    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, staging=staging))
     assert sha(read(s3, "big.mp4")[0]) == sha(LARGE)
     assert [s.status for s in file_server.requests_for("/big.mp4")] == [200, 206, 206]
     assert_nothing_left(s3, ["big.mp4"])
@@ -366,7 +401,7 @@ def test_objects_above_the_copy_limit_use_a_multipart_copy(
     assert sha(body) == sha(LARGE)
     assert answer["Metadata"]["sha256"] == sha(LARGE)
     assert answer["ContentType"] == "video/mp4"
-    assert flaky.calls.count("upload_part_copy") == 4
+    assert flaky.calls.count("upload_part_copy") == 3
     assert_nothing_left(s3, ["big.mp4"])
 
 
@@ -407,6 +442,7 @@ def test_staging_prefix(s3: Any, file_server: FileServer, monkeypatch: pytest.Mo
 def test_amazon_provider_missing_falls_back_to_boto3(
     s3: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.undo()  # the real client factory, inside the moto mock
     monkeypatch.setattr(seedance_to_s3, "_s3_hook_class", lambda: None)
     url = file_server.add("/clip.mp4", SMALL)
     uris, _ = run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4", region_name="us-east-1"))
@@ -419,9 +455,12 @@ def test_amazon_provider_missing_falls_back_to_boto3(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_rerun_with_replace_false_skips_the_same_copy(s3: Any, file_server: FileServer) -> None:
+@STAGINGS
+def test_rerun_with_replace_false_skips_the_same_copy(s3: Any, file_server: FileServer, staging: str) -> None:
     url = file_server.add("/big.mp4", LARGE)
-    op = make(source_urls=url + "?sig=1", dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB)
+    op = make(
+        source_urls=url + "?sig=1", dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, staging=staging
+    )
     run(op)
     first = s3.head_object(Bucket=BUCKET, Key="big.mp4")
     # A retry gets a freshly signed link for the same file: still the same copy.
