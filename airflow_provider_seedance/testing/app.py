@@ -180,6 +180,9 @@ class StreamedResponse(Response):
                     )
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 sent += len(chunk)
+                # Yield to the loop: a send to a departed client returns at once, so without this a large
+                # body would be generated to nowhere while every other client (and the watcher) waits.
+                await asyncio.sleep(0)
             if self._cut_after is not None:
                 raise ConnectionCutError("connection cut before the end of the response (planned fault)")
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -281,6 +284,18 @@ def _cut_point(fault: Fault | None, length: int) -> int | None:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _base_url(scope: Scope) -> str:
+    # Built straight from the scope: Starlette's Request.base_url parses a whole URL on every poll.
+    scheme = scope.get("scheme", "http")
+    root = scope.get("root_path", "").rstrip("/")
+    for name, value in scope["headers"]:
+        if name == b"host":
+            return f"{scheme}://{value.decode('latin-1')}{root}"
+    host, port = scope["server"]
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}{root}"
+
+
 @dataclass
 class _Call:
     request: Request
@@ -291,7 +306,7 @@ class _Call:
 
     @property
     def base_url(self) -> str:
-        return str(self.request.base_url).rstrip("/")
+        return _base_url(self.request.scope)
 
     def answer(
         self, payload: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
@@ -626,8 +641,8 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
 
     # -- the RunComfy Model API -------------------------------------------------------------------------
 
-    @app.post("/v1/models/{model_id:path}")
-    async def submit(request: Request, model_id: str) -> Response:
+    async def submit(request: Request) -> Response:
+        model_id: str = request.path_params["model_id"]
         call = await begin(request, "submit", model_id=model_id)
         try:
             if not MODEL_ID_PATTERN.match(model_id) or state.model_info(model_id) is None:
@@ -665,16 +680,16 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
             }
         )
 
-    @app.get("/v1/models/{model_id:path}")
-    async def model_info(request: Request, model_id: str) -> Response:
+    async def model_info(request: Request) -> Response:
+        model_id: str = request.path_params["model_id"]
         call = await begin(request, "model", model_id=model_id)
         info = state.model_info(model_id) if state.pricing_enabled else None
         if info is None:
             return call.error(ApiError(404, ERROR_NOT_FOUND, f"Model {model_id!r} was not found"))
         return call.answer(info)
 
-    @app.get("/v1/requests/{request_id}/status")
-    async def status(request: Request, request_id: str) -> Response:
+    async def status(request: Request) -> Response:
+        request_id: str = request.path_params["request_id"]
         call = await begin(request, "status", request_id=request_id)
         try:
             job = job_for(call, request_id)
@@ -682,8 +697,8 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
             return call.error(error)
         return call.answer(_status_payload(call.base_url, job))
 
-    @app.get("/v1/requests/{request_id}/result")
-    async def result(request: Request, request_id: str) -> Response:
+    async def result(request: Request) -> Response:
+        request_id: str = request.path_params["request_id"]
         call = await begin(request, "result", request_id=request_id)
         try:
             job = job_for(call, request_id)
@@ -692,8 +707,8 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
         include_cost = request.query_params.get("include_cost", "").strip().lower() in _TRUTHY
         return call.answer(_result_payload(call.base_url, job, include_cost))
 
-    @app.post("/v1/requests/{request_id}/cancel")
-    async def cancel(request: Request, request_id: str) -> Response:
+    async def cancel(request: Request) -> Response:
+        request_id: str = request.path_params["request_id"]
         call = await begin(request, "cancel", request_id=request_id)
         try:
             job_for(call, request_id)
@@ -733,8 +748,8 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
             media_type="video/mp4",
         )
 
-    @app.api_route("/files/generated/{size_bytes:int}.mp4", methods=["GET", "HEAD"])
-    async def generated_file(request: Request, size_bytes: int) -> Response:
+    async def generated_file(request: Request) -> Response:
+        size_bytes: int = request.path_params["size_bytes"]
         call = await begin(request, "download", authenticate_call=False)
         if not MIN_GENERATED_SIZE <= size_bytes <= MAX_GENERATED_SIZE:
             return call.error(
@@ -746,8 +761,9 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
             )
         return serve_file(call, generated_video(size_bytes))
 
-    @app.api_route("/files/{request_id}/{index:int}.mp4", methods=["GET", "HEAD"])
-    async def output_file(request: Request, request_id: str, index: int) -> Response:
+    async def output_file(request: Request) -> Response:
+        request_id: str = request.path_params["request_id"]
+        index: int = request.path_params["index"]
         call = await begin(request, "download", request_id=request_id, authenticate_call=False)
         try:
             job = state.get_job(request_id)
@@ -757,6 +773,20 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
             return call.error(ApiError(404, ERROR_NOT_FOUND, "No such file"))
         return serve_file(call, video_for(job.plan.video_size_bytes))
 
+    # Plain Starlette routes: FastAPI's parameter resolution would double the cost of every poll, and these
+    # handlers read their path parameters themselves. The polled routes come first (fewer matches per
+    # poll), and the generated-file route before the output-file route it would otherwise fall into.
+    api_routes = [
+        ("/v1/requests/{request_id}/status", status, "GET"),
+        ("/v1/requests/{request_id}/result", result, "GET"),
+        ("/v1/requests/{request_id}/cancel", cancel, "POST"),
+        ("/v1/models/{model_id:path}", submit, "POST"),
+        ("/v1/models/{model_id:path}", model_info, "GET"),
+        ("/files/generated/{size_bytes:int}.mp4", generated_file, "GET"),
+        ("/files/{request_id}/{index:int}.mp4", output_file, "GET"),
+    ]
+    for path, endpoint, method in api_routes:
+        app.add_route(path, endpoint, methods=[method], include_in_schema=False)
     app.include_router(_control_router(state))
     return app
 

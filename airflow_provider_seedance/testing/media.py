@@ -35,7 +35,6 @@ MAX_GENERATED_SIZE = 1 << 40
 _ASSETS_PACKAGE = __name__.rpartition(".")[0]
 _FTYP_BOX = struct.pack(">I4s4sI4s4s4s4s", 32, b"ftyp", b"isom", 0x200, b"isom", b"iso2", b"avc1", b"mp41")
 _MDAT_HEADER_SIZE = 8
-_MDAT_LARGE_HEADER_SIZE = 16
 _MAX_32BIT_BOX = 0xFFFFFFFF
 
 MIN_GENERATED_SIZE = len(_FTYP_BOX) + _MDAT_HEADER_SIZE
@@ -104,7 +103,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return ByteRange(max(0, size - suffix), size - 1)
     start = int(first)
     end = int(last) if last else size - 1
-    if end < start:
+    if last and end < start:
         return None
     if start >= size:
         raise RangeNotSatisfiableError(f"range starts at byte {start} of a body of {size} bytes")
@@ -199,8 +198,8 @@ class GeneratedVideo(VideoBody):
 def _mdat_header(box_size: int) -> bytes:
     if box_size <= _MAX_32BIT_BOX:
         return struct.pack(">I4s", box_size, b"mdat")
-    # A box over 4 GiB announces size 1 and carries a 64-bit "largesize" after its type.
-    return struct.pack(">I4sQ", 1, b"mdat", box_size + _MDAT_LARGE_HEADER_SIZE - _MDAT_HEADER_SIZE)
+    # A box over 4 GiB announces size 1 and carries its real size (header included) as a 64-bit "largesize".
+    return struct.pack(">I4sQ", 1, b"mdat", box_size)
 
 
 @functools.lru_cache(maxsize=1)

@@ -486,13 +486,15 @@ class EmulatorState:
         self._lock = threading.Lock()
         self._initial_tokens = tuple(tokens)
         self._initial_plan = plan or JobPlan()
+        self._initial_time_scale = time_scale
+        self._initial_clock = clock
         self._seed = seed
-        self.time_scale = time_scale
-        self.clock = clock
         self.max_log_entries = max_log_entries
         self._init_mutable()
 
     def _init_mutable(self) -> None:
+        self.time_scale = self._initial_time_scale
+        self.clock = self._initial_clock
         self._tokens: dict[str, str] = {t: account_of(t) for t in self._initial_tokens}
         self._default_plan = self._initial_plan
         self._model_plans: dict[str, JobPlan] = {}
@@ -508,7 +510,7 @@ class EmulatorState:
         self.ranges_enabled = True
 
     def reset(self) -> None:
-        """Forget every job, fault, plan, request and registered model: back to the state just after creation."""
+        """Forget every job, fault, plan, request, token and model added since creation, and restore every setting."""
         with self._lock:
             self._init_mutable()
 
