@@ -298,6 +298,8 @@ def _base_url(scope: Scope) -> str:
 
 @dataclass
 class _Call:
+    """One authenticated (or public) call being answered, and the fault that hit it, if any."""
+
     request: Request
     endpoint: str
     token: str
@@ -306,11 +308,13 @@ class _Call:
 
     @property
     def base_url(self) -> str:
+        """The root URL the client used, for the absolute URLs in answers."""
         return _base_url(self.request.scope)
 
     def answer(
         self, payload: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
     ) -> Response:
+        """Render ``payload`` as JSON, damaged as the call's fault says (unknown status, garbled, cut)."""
         fault = self.fault
         if (
             fault is not None
@@ -338,6 +342,7 @@ class _Call:
         )
 
     def error(self, error: ApiError) -> Response:
+        """Answer with an API error body (still subject to the call's response-damaging fault)."""
         return self.answer(error.payload(), error.status_code, error.headers)
 
 
