@@ -233,13 +233,17 @@ class TransferProgress:
     label: str
     total: int | None = None
     logger: Any = field(default=log)
-    percent_step: int = PROGRESS_LOG_PERCENT_STEP
-    interval: float = PROGRESS_LOG_INTERVAL_SECONDS
-    min_interval: float = PROGRESS_LOG_MIN_INTERVAL_SECONDS
+    # Read at creation, so the module constants stay the one place to tune the cadence.
+    percent_step: int = field(default_factory=lambda: PROGRESS_LOG_PERCENT_STEP)
+    interval: float = field(default_factory=lambda: PROGRESS_LOG_INTERVAL_SECONDS)
+    min_interval: float = field(default_factory=lambda: PROGRESS_LOG_MIN_INTERVAL_SECONDS)
     done: int = 0
     _started: float = field(default_factory=time.monotonic)
     _last_log: float = field(default_factory=time.monotonic)
-    _next_percent: int = PROGRESS_LOG_PERCENT_STEP
+    _next_percent: int = 0
+
+    def __post_init__(self) -> None:
+        self._next_percent = self.percent_step
 
     def update(self, done: int) -> None:
         """

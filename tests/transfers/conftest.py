@@ -15,7 +15,11 @@ from typing import Any
 import pytest
 
 from tests._support import free_port
+from tests.operators._dag_support import emulator, shared_emulator
 from tests.transfers._support import BUCKET, FileServer
+
+# One emulator server per session, reset around every test (starting uvicorn per test is slow).
+__all__ = ["emulator", "shared_emulator"]
 
 
 @pytest.fixture

@@ -1,0 +1,260 @@
+"""The transfer operators against the Seedance emulator (real MP4 outputs, generated bodies, faults) and S3.
+
+In-process moto (``s3``) for most tests; ``moto_server`` (a real S3 endpoint over HTTP, reached through the
+``aws_default`` connection's ``endpoint_url``) for the end-to-end ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from airflow_provider_seedance.exceptions import (
+    SeedanceConfigurationError,
+    SeedanceConnectionError,
+    SeedanceRequestFailedError,
+    SeedanceTransferError,
+)
+from airflow_provider_seedance.hooks.seedance import SeedanceHook
+from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
+from airflow_provider_seedance.testing import Fault, JobPlan, SeedanceEmulator
+from airflow_provider_seedance.testing.media import generated_video
+from airflow_provider_seedance.transfers.seedance_to_object_storage import SeedanceToObjectStorageOperator
+from airflow_provider_seedance.transfers.seedance_to_s3 import SeedanceToS3Operator
+from tests._support import TEST_TOKEN
+from tests.transfers._support import BUCKET, assert_nothing_left
+from tests.transfers.conftest import MotoServer
+
+MiB = 1024 * 1024
+INPUT = {
+    "prompt": "A paper boat drifts down a rainy street",
+    "first_frame_image_url": "https://example.com/a.png",
+}
+
+
+class FakeTI:
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+def finished_request(emulator: SeedanceEmulator, **plan: Any) -> str:
+    """Submit a generation to the emulator and wait until it has ended; return its request id."""
+    emulator.set_plan(JobPlan(queue_seconds=0, run_seconds=0, **plan))
+    hook = SeedanceHook()
+    try:
+        request_id = hook.submit(SEEDANCE_1_5_PRO_I2V_MODEL_ID, INPUT).request_id
+        deadline = time.monotonic() + 10
+        while hook.get_status(request_id).state.is_active():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        return request_id
+    finally:
+        hook.close()
+
+
+def run(**kwargs: Any) -> tuple[list[str], FakeTI]:
+    kwargs.setdefault("task_id", "store")
+    kwargs.setdefault("download_retry_backoff", 0.01)
+    ti = FakeTI()
+    return SeedanceToS3Operator(**kwargs).execute({"ti": ti}), ti  # type: ignore[arg-type]
+
+
+def sha_of_generated(size: int) -> str:
+    digest = hashlib.sha256()
+    for chunk in generated_video(size).iter_range(0, size):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def downloads(emulator: SeedanceEmulator) -> list[Any]:
+    return emulator.state.requests("download")
+
+
+def test_request_id_copies_every_video_without_the_token(
+    emulator: SeedanceEmulator, seedance_conn: str, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request_id = finished_request(emulator, num_videos=3)
+    uris, ti = run(request_id=request_id, dest_key=f"s3://{BUCKET}/{request_id}/clip-{{index}}.mp4")
+
+    assert uris == [f"s3://{BUCKET}/{request_id}/clip-{n}.mp4" for n in range(3)]
+    with httpx.Client() as http:
+        for index in range(3):
+            source = f"{emulator.base_url}/files/{request_id}/{index}.mp4"
+            expected = http.get(source).content
+            answer = s3.get_object(Bucket=BUCKET, Key=f"{request_id}/clip-{index}.mp4")
+            assert answer["Body"].read() == expected
+            assert answer["ContentType"] == "video/mp4"
+            assert answer["Metadata"] == {
+                "sha256": hashlib.sha256(expected).hexdigest(),
+                "source-url": source,
+                "seedance-request-id": request_id,
+            }
+    assert [item["skipped"] for item in ti.xcom["objects"]] == [False] * 3
+    # The API was called with the token; the public output files were not.
+    assert all(r.headers.get("authorization") for r in emulator.state.requests("result"))
+    files = [r for r in downloads(emulator) if r.request_id == request_id]
+    assert len(files) == 6  # three copies + three reads by this test
+    assert all("authorization" not in r.headers for r in files)
+    captured = capsys.readouterr()
+    assert "Copied " in captured.out  # the task log was captured...
+    assert TEST_TOKEN not in captured.out + captured.err  # ...and the token is nowhere in it
+    assert_nothing_left(s3, [f"{request_id}/clip-{n}.mp4" for n in range(3)])
+
+
+def test_several_videos_without_index_fail_before_any_download(
+    emulator: SeedanceEmulator, seedance_conn: str, s3: Any
+) -> None:
+    request_id = finished_request(emulator, num_videos=2)
+    with pytest.raises(SeedanceConfigurationError, match=r"\{index\}"):
+        run(request_id=request_id, dest_key=f"s3://{BUCKET}/clip.mp4")
+    assert downloads(emulator) == []
+    assert_nothing_left(s3)
+
+
+@pytest.mark.parametrize(
+    ("plan", "error", "match"),
+    [
+        ({"outcome": "fail", "error": "content policy"}, SeedanceRequestFailedError, "content policy"),
+        ({"num_videos": 0}, SeedanceTransferError, "no video"),
+    ],
+)
+def test_request_without_video_fails_clearly(
+    emulator: SeedanceEmulator,
+    seedance_conn: str,
+    s3: Any,
+    plan: dict[str, Any],
+    error: type[Exception],
+    match: str,
+) -> None:
+    request_id = finished_request(emulator, **plan)
+    with pytest.raises(error, match=match):
+        run(request_id=request_id, dest_key=f"s3://{BUCKET}/clip.mp4")
+    assert_nothing_left(s3)
+
+
+def test_request_still_running_fails_clearly(emulator: SeedanceEmulator, seedance_conn: str, s3: Any) -> None:
+    emulator.set_plan(JobPlan(queue_seconds=0, run_seconds=60, outcome="stuck_running"))
+    hook = SeedanceHook()
+    request_id = hook.submit(SEEDANCE_1_5_PRO_I2V_MODEL_ID, INPUT).request_id
+    hook.close()
+    with pytest.raises(SeedanceRequestFailedError, match="has not finished yet"):
+        run(request_id=request_id, dest_key=f"s3://{BUCKET}/clip.mp4")
+
+
+def test_truncated_download_resumes_with_range(emulator: SeedanceEmulator, s3: Any) -> None:
+    size = 12 * MiB + 17
+    emulator.add_fault(Fault(kind="truncated", endpoint="download", truncate_at_bytes=7 * MiB + 5))
+    url = emulator.url(f"/files/generated/{size}.mp4")
+    run(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB)
+
+    head = s3.head_object(Bucket=BUCKET, Key="big.mp4")
+    assert head["ContentLength"] == size
+    assert head["Metadata"]["sha256"] == sha_of_generated(size)
+    seen = downloads(emulator)
+    assert [r.status_code for r in seen] == [200, 206]
+    assert seen[1].headers["range"] == f"bytes={7 * MiB + 5}-"
+    assert seen[1].headers["if-range"] == '"generated-12582929"'
+    assert_nothing_left(s3, ["big.mp4"])
+
+
+def test_truncated_download_without_ranges_restarts(emulator: SeedanceEmulator, s3: Any) -> None:
+    size = 12 * MiB + 17
+    emulator.state.ranges_enabled = False
+    emulator.add_fault(Fault(kind="truncated", endpoint="download", truncate_at_bytes=7 * MiB))
+    url = emulator.url(f"/files/generated/{size}.mp4")
+    _, ti = run(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB)
+
+    assert ti.xcom["objects"][0]["sha256"] == sha_of_generated(size)
+    seen = downloads(emulator)
+    assert [r.status_code for r in seen] == [200, 200]
+    assert "range" not in seen[1].headers  # the server said Accept-Ranges: none
+    assert_nothing_left(s3, ["big.mp4"])
+
+
+@pytest.mark.parametrize("staging", ["s3", "local"])
+def test_download_that_keeps_failing_leaves_nothing(
+    emulator: SeedanceEmulator, s3: Any, staging: str
+) -> None:
+    emulator.state.ranges_enabled = False
+    emulator.add_fault(Fault(kind="truncated", endpoint="download", truncate_at_bytes=6 * MiB, times=None))
+    url = emulator.url(f"/files/generated/{12 * MiB}.mp4")
+    with pytest.raises(SeedanceConnectionError):
+        run(
+            source_urls=url,
+            dest_key=f"s3://{BUCKET}/big.mp4",
+            part_size=5 * MiB,
+            download_max_retries=2,
+            staging=staging,
+        )
+    assert len(downloads(emulator)) == 4  # the first attempt advanced; three more did not
+    assert_nothing_left(s3)
+
+
+def test_server_errors_are_retried(emulator: SeedanceEmulator, s3: Any) -> None:
+    emulator.add_fault(Fault(kind="http_error", endpoint="download", status_code=503, times=2))
+    emulator.add_fault(Fault(kind="http_error", endpoint="download", status_code=429, retry_after=0, times=1))
+    url = emulator.url("/files/generated/4096.mp4")
+    run(source_urls=url, dest_key=f"s3://{BUCKET}/small.mp4")
+    assert [r.status_code for r in downloads(emulator)] == [503, 503, 429, 200]
+
+
+@pytest.mark.parametrize("staging", ["s3", "local"])
+def test_end_to_end_through_the_aws_connection(
+    emulator: SeedanceEmulator, moto_server: MotoServer, staging: str
+) -> None:
+    """40 MiB through the S3Hook and a real S3 endpoint: several parts, bytes read back and compared."""
+    size = 40 * MiB + 3
+    url = emulator.url(f"/files/generated/{size}.mp4")
+    uris, ti = run(source_urls=[url], dest_key=f"s3://{BUCKET}/e2e/{{index}}.mp4", staging=staging)
+
+    assert uris == [f"s3://{BUCKET}/e2e/0.mp4"]
+    answer = moto_server.client.get_object(Bucket=BUCKET, Key="e2e/0.mp4")
+    digest = hashlib.sha256()
+    for chunk in answer["Body"].iter_chunks(MiB):
+        digest.update(chunk)
+    expected = sha_of_generated(size)
+    assert digest.hexdigest() == expected
+    assert answer["Metadata"]["sha256"] == expected
+    assert answer["ContentLength"] == size
+    assert ti.xcom["objects"][0]["size"] == size
+    assert_nothing_left(moto_server.client, ["e2e/0.mp4"])
+
+    # A retry of the task is idempotent: nothing is copied again.
+    before = len(downloads(emulator))
+    _, again = run(source_urls=[url], dest_key=f"s3://{BUCKET}/e2e/{{index}}.mp4", staging=staging)
+    assert again.xcom["objects"][0]["skipped"] is True
+    assert len(downloads(emulator)) == before + 1  # one GET for the headers, body not read
+
+
+def test_progress_is_logged(
+    emulator: SeedanceEmulator, s3: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from airflow_provider_seedance.transfers import _streaming
+
+    monkeypatch.setattr(_streaming, "PROGRESS_LOG_MIN_INTERVAL_SECONDS", 0.0)
+    url = emulator.url(f"/files/generated/{12 * MiB}.mp4")
+    run(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4")
+    captured = capsys.readouterr()  # Airflow's structlog loggers write to stdout
+    lines = (captured.out + captured.err).splitlines()
+    assert any("Copying " in line and "(50%)" in line and "MB/s" in line for line in lines)
+    assert any("Copied " in line and "sha256" in line for line in lines)
+
+
+def test_object_storage_from_a_request(emulator: SeedanceEmulator, seedance_conn: str, tmp_path: Any) -> None:
+    request_id = finished_request(emulator, num_videos=2)
+    op = SeedanceToObjectStorageOperator(
+        task_id="store", request_id=request_id, dest_path=f"file://{tmp_path}/{request_id}/{{index}}.mp4"
+    )
+    uris = op.execute({})  # type: ignore[arg-type]
+    assert uris == [f"file://{tmp_path}/{request_id}/{n}.mp4" for n in range(2)]
+    with httpx.Client() as http:
+        for index in range(2):
+            expected = http.get(f"{emulator.base_url}/files/{request_id}/{index}.mp4").content
+            assert (tmp_path / request_id / f"{index}.mp4").read_bytes() == expected
