@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -44,7 +46,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 if TYPE_CHECKING:
@@ -83,6 +85,12 @@ MARKER_ENV = "SEEDANCE_LOCAL_AIRFLOW_ID"
 DEFERRED_LOG_MARKER = "Pausing task as DEFERRED"
 """What the Airflow 3 task runner logs when a task defers (a try's log keeps it after it resumes)."""
 
+ADMIN_USER = "admin"
+"""The UI and REST API user (role admin); its password is :attr:`LocalAirflow.admin_password`."""
+
+API_SERVER_GRACE_SECONDS = 3.0
+"""The API server holds no work: after this long, it is killed rather than left to tear down its heap."""
+
 FAST_CONFIG: dict[str, str] = {
     # A scheduler loop, heartbeat and triggerer loop every second: a run takes seconds, not minutes.
     "scheduler.scheduler_heartbeat_sec": "1",
@@ -91,6 +99,11 @@ FAST_CONFIG: dict[str, str] = {
     "scheduler.trigger_timeout_check_interval": "5",
     "scheduler.enable_health_check": "False",
     "triggerer.job_heartbeat_sec": "1",
+    # A task supervisor notices its task process exited up to this long after the fact. Airflow 3.3's
+    # scheduler fails a resumed task when the "success" of its pre-deferral workload is drained after the
+    # resumed try started (apache/airflow#71580, #72716): a 5 s lag loses that race whenever a trigger
+    # fires within seconds, as it does against the emulator.
+    "workers.min_heartbeat_interval": "1",
     # New DAG files are listed every few seconds; a file is re-parsed at most every 30 s (parsing is the
     # heaviest load on 2 cores, and tests write their DAG files before starting).
     "dag_processor.refresh_interval": "5",
@@ -103,9 +116,12 @@ FAST_CONFIG: dict[str, str] = {
     "core.dags_are_paused_at_creation": "True",
     "core.load_examples": "False",
     "core.executor": "LocalExecutor",
+    # One admin user whose password LocalAirflow writes (see admin_password): REST calls log in like a real
+    # client would. ("All admins" mode would add a second bearer token to every request, which the
+    # Execution API then tries and fails to reissue, logging a traceback per call.)
     "core.auth_manager": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-    # Every REST call is an admin call: the instance only listens on 127.0.0.1 and lives for one test.
-    "core.simple_auth_manager_all_admins": "True",
+    "core.simple_auth_manager_all_admins": "False",
+    "core.simple_auth_manager_users": f"{ADMIN_USER}:admin",
     "api.workers": "1",
     "logging.colored_console_log": "False",
     "logging.logging_level": "INFO",
@@ -173,6 +189,39 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def cache_dir() -> Path | None:
+    """
+    Return a writable folder for what LocalAirflow caches across runs, or ``None`` when there is none.
+
+    ``<sys.prefix>/.cache/seedance-local-airflow`` (inside the virtualenv: it lives and dies with the
+    installed Airflow it was built from), else a per-user temp dir.
+    """
+    user = getattr(os, "getuid", lambda: 0)()
+    for candidate in (
+        Path(sys.prefix) / ".cache" / "seedance-local-airflow",
+        Path(tempfile.gettempdir()) / f"seedance-local-airflow-{user}",
+    ):
+        with contextlib.suppress(OSError):
+            candidate.mkdir(parents=True, exist_ok=True)
+            if os.access(candidate, os.W_OK):
+                return candidate
+    return None
+
+
+def default_pycache_dir() -> Path | None:
+    """
+    Return where the components should cache bytecode, or ``None`` when Python already does it normally.
+
+    With ``PYTHONDONTWRITEBYTECODE`` set (and no ``PYTHONPYCACHEPREFIX``), every Airflow process would
+    compile Airflow from source each time it starts: seconds of CPU per process. The cache then goes to
+    ``pycache/`` in :func:`cache_dir`.
+    """
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
+        return None
+    root = cache_dir()
+    return None if root is None else root / "pycache"
+
+
 def _config_env_name(key: str) -> str:
     section, _, option = key.partition(".")
     if not section or not option:
@@ -182,6 +231,15 @@ def _config_env_name(key: str) -> str:
 
 def _random_secret(size: int = 32) -> str:
     return base64.urlsafe_b64encode(os.urandom(size)).decode("ascii")
+
+
+def _sqlite_copy(source: Path, target: Path) -> None:
+    """Copy a SQLite database consistently (the backup API also folds in its write-ahead log)."""
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
 
 
 def _tail(path: Path, lines: int) -> str:
@@ -221,9 +279,12 @@ class LocalAirflow:
     :param triggerers: how many triggerer processes to run (two or more for high-availability tests).
     :param parallelism: task slots of the LocalExecutor.
     :param python: the interpreter that runs ``python -m airflow`` (default: this one).
-    :param pycache_dir: when set, the components cache compiled bytecode there (``PYTHONPYCACHEPREFIX``),
-        even if ``PYTHONDONTWRITEBYTECODE`` is set: importing Airflow from source costs seconds per process.
+    :param pycache_dir: where the components cache compiled bytecode (``PYTHONPYCACHEPREFIX``), even if
+        ``PYTHONDONTWRITEBYTECODE`` is set: importing Airflow from source costs seconds per process.
+        ``None`` (default): :func:`default_pycache_dir`; ``False``: leave the environment as it is.
     :param inherit_airflow_env: pass the caller's ``AIRFLOW*`` variables through (default: strip them).
+    :param reuse_migrated_db: start from a cached copy of a freshly migrated DB (made by the first run
+        with this Airflow version) instead of running ``airflow db migrate`` each time.
     """
 
     def __init__(
@@ -237,8 +298,9 @@ class LocalAirflow:
         triggerers: int = 1,
         parallelism: int = 4,
         python: str | None = None,
-        pycache_dir: str | os.PathLike[str] | None = None,
+        pycache_dir: str | os.PathLike[str] | Literal[False] | None = None,
         inherit_airflow_env: bool = False,
+        reuse_migrated_db: bool = True,
     ) -> None:
         if triggerers < 0:
             raise ValueError(f"triggerers must be >= 0, got {triggerers}")
@@ -254,8 +316,12 @@ class LocalAirflow:
         self.triggerers = triggerers
         self.parallelism = parallelism
         self.python = python or sys.executable
-        self.pycache_dir = Path(pycache_dir).resolve() if pycache_dir is not None else None
+        if pycache_dir is None:
+            self.pycache_dir = default_pycache_dir()
+        else:
+            self.pycache_dir = Path(pycache_dir).resolve() if pycache_dir is not False else None
         self.inherit_airflow_env = inherit_airflow_env
+        self.reuse_migrated_db = reuse_migrated_db
         self.instance_id = uuid.uuid4().hex
         self.home = (
             self._given_home or Path(tempfile.gettempdir()) / f"seedance-airflow-{self.instance_id[:12]}"
@@ -276,6 +342,16 @@ class LocalAirflow:
     def db_path(self) -> Path:
         """The SQLite metadata database."""
         return self.home / "airflow.db"
+
+    @property
+    def passwords_file(self) -> Path:
+        """SimpleAuthManager's passwords file (written by :meth:`start`)."""
+        return self.home / "simple_auth_manager_passwords.json"
+
+    @property
+    def admin_password(self) -> str:
+        """The password of :data:`ADMIN_USER`, for the UI at :attr:`api_url` and the REST API."""
+        return self._secrets["_ADMIN_PASSWORD"]
 
     @property
     def logs_dir(self) -> Path:
@@ -317,10 +393,11 @@ class LocalAirflow:
                 "database.sql_alchemy_connect_args": f"{_SQLITE_SETTINGS_MODULE}.CONNECT_ARGS",
                 "database.sql_alchemy_connect_args_async": f"{_SQLITE_SETTINGS_MODULE}.CONNECT_ARGS",
                 "logging.base_log_folder": str(self.logs_dir),
+                "core.simple_auth_manager_passwords_file": str(self.passwords_file),
             }
         )
         env.update({_config_env_name(k): v for k, v in settings.items()})
-        env.update(self._secrets)
+        env.update({k: v for k, v in self._secrets.items() if not k.startswith("_")})
         env["AIRFLOW_HOME"] = str(self.home)
         env[MARKER_ENV] = self.instance_id
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -343,6 +420,7 @@ class LocalAirflow:
                 "AIRFLOW__CORE__FERNET_KEY": _random_secret(),
                 "AIRFLOW__API__SECRET_KEY": _random_secret(),
                 "AIRFLOW__API_AUTH__JWT_SECRET": _random_secret(),
+                "_ADMIN_PASSWORD": _random_secret(12),
             }
         return self._secret_env
 
@@ -384,6 +462,7 @@ class LocalAirflow:
         config_dir.mkdir(exist_ok=True)
         # Airflow puts <home>/config on sys.path; the connect args module lets SQLite writers wait for the
         # lock longer than pysqlite's 5 s default (four processes share one file).
+        self.passwords_file.write_text(json.dumps({ADMIN_USER: self.admin_password}))
         (config_dir / f"{_SQLITE_SETTINGS_MODULE}.py").write_text(
             f'"""SQLite connect arguments of a LocalAirflow instance."""\n\n'
             f"CONNECT_ARGS = {{'timeout': {SQLITE_BUSY_TIMEOUT_SECONDS}}}\n"
@@ -425,9 +504,43 @@ class LocalAirflow:
         return output
 
     def migrate(self) -> None:
-        """Create (or upgrade) the metadata database with ``airflow db migrate``."""
+        """
+        Create the metadata database: a copy of a cached freshly migrated one, else ``airflow db migrate``.
+
+        A migration costs several seconds of CPU and gives the same empty schema every time for one
+        Airflow version, so the first result is kept (``reuse_migrated_db``) and copied afterwards.
+        """
+        template = self._migrated_db_template()
+        if template is not None and template.is_file() and not self.db_path.exists():
+            try:
+                _sqlite_copy(template, self.db_path)
+            except sqlite3.Error:
+                self.db_path.unlink(missing_ok=True)
+            else:
+                (self.process_logs_dir / "db-migrate.log").write_text(f"copied from {template}\n")
+                return
         output = self.airflow_cli("db", "migrate", timeout=MIGRATE_TIMEOUT)
         (self.process_logs_dir / "db-migrate.log").write_text(output)
+        if template is not None:
+            partial = template.with_name(f"{template.name}.{self.instance_id}.tmp")
+            with contextlib.suppress(OSError, sqlite3.Error):
+                _sqlite_copy(self.db_path, partial)
+                os.replace(partial, template)
+            partial.unlink(missing_ok=True)
+
+    def _migrated_db_template(self) -> Path | None:
+        if not self.reuse_migrated_db:
+            return None
+        root = cache_dir()
+        if root is None:
+            return None
+        try:
+            version = importlib.metadata.version("apache-airflow")
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        # The schema depends on the Airflow version only; the interpreter names the installation.
+        key = hashlib.sha256(f"{self.python}\0{version}".encode()).hexdigest()[:16]
+        return root / f"migrated-airflow-{version}-{key}.db"
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log_path = self.process_log(name)
@@ -464,11 +577,17 @@ class LocalAirflow:
         # The triggerer and scheduler first: they hand work back cleanly while the API server still answers.
         for component in sorted(live, key=lambda c: c.name == "api-server"):
             self._signal_group(component, signal.SIGTERM)
-        deadline = time.monotonic() + grace
+        # Task processes and the trigger runner live in process groups of their own: terminate them now
+        # too, or the triggerer spends 10 s escalating from SIGINT before it exits.
+        for proc in known:
+            with contextlib.suppress(Exception):
+                proc.terminate()
+        started = time.monotonic()
         for component in live:
             assert component.popen is not None
+            limit = min(grace, API_SERVER_GRACE_SECONDS) if component.name == "api-server" else grace
             with contextlib.suppress(subprocess.TimeoutExpired):
-                component.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+                component.popen.wait(timeout=max(0.0, started + limit - time.monotonic()))
         for component in self._components:
             self._signal_group(component, signal.SIGKILL)
             if component.popen is not None:
@@ -556,8 +675,12 @@ class LocalAirflow:
         return "\n".join(parts)
 
     def health(self) -> dict[str, Any]:
-        """Return the API server's ``/api/v2/monitor/health`` answer."""
-        return dict(self._request("GET", "/api/v2/monitor/health").json())
+        """Return the API server's ``/api/v2/monitor/health`` answer (a public endpoint: no login)."""
+        import httpx
+
+        answer = httpx.get(f"{self.api_url}/api/v2/monitor/health", timeout=HTTP_TIMEOUT_SECONDS)
+        answer.raise_for_status()
+        return dict(answer.json())
 
     def wait_ready(self, timeout: float = DEFAULT_STARTUP_TIMEOUT) -> None:
         """
@@ -585,12 +708,28 @@ class LocalAirflow:
                 if healthy and (
                     self.triggerers <= 1 or self._running_jobs("TriggererJob") >= self.triggerers
                 ):
+                    self._warm_up_execution_api(deadline)
                     return
             if time.monotonic() > deadline:
                 raise LocalAirflowError(
                     f"Airflow was not ready after {timeout:.0f} s (last health: {last}).\n{self.log_excerpt()}"
                 )
             time.sleep(POLL_SECONDS)
+
+    def _warm_up_execution_api(self, deadline: float) -> None:
+        """
+        Make the API server build its Execution API app now rather than on the first task's first call.
+
+        That build takes seconds (10+ on 2 busy cores); paid by a task, it exceeds the task client's 5 s
+        timeout, and the start of the task is retried and delayed by as much.
+        """
+        import httpx
+
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(
+                f"{self.api_url}/execution/health",
+                timeout=max(HTTP_TIMEOUT_SECONDS, deadline - time.monotonic()),
+            )
 
     def _running_jobs(self, job_type: str) -> int:
         rows = self.query(
@@ -606,7 +745,15 @@ class LocalAirflow:
         import httpx
 
         if self._client is None:
-            self._client = httpx.Client(base_url=self.api_url, timeout=HTTP_TIMEOUT_SECONDS)
+            client = httpx.Client(base_url=self.api_url, timeout=HTTP_TIMEOUT_SECONDS)
+            answer = client.post(
+                "/auth/token", json={"username": ADMIN_USER, "password": self.admin_password}
+            )
+            if answer.status_code >= 400:
+                client.close()
+                raise LocalAirflowError(f"Logging in to the API server failed: HTTP {answer.status_code}")
+            client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+            self._client = client
         return self._client
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -860,11 +1007,14 @@ def _shows_deferral(files: Sequence[Path]) -> bool:
 
 
 __all__ = [
+    "ADMIN_USER",
     "COMPONENTS",
     "FAST_CONFIG",
     "LocalAirflow",
     "LocalAirflowError",
     "TaskInstanceInfo",
+    "cache_dir",
+    "default_pycache_dir",
     "free_port",
     "read_log_records",
 ]

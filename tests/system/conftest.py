@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from airflow_provider_seedance.testing.local_airflow import LocalAirflow
 
-@pytest.fixture(scope="session")
-def pycache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
-    """
-    Return a bytecode cache shared by every Airflow process of the session, when Python writes none.
 
-    With ``PYTHONDONTWRITEBYTECODE`` set, each component would compile Airflow from source at start
-    (seconds of CPU per process on 2 cores); one shared cache pays that once per session.
+@pytest.fixture(scope="module")
+def start_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LocalAirflow]]:
     """
-    if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        return None
-    return tmp_path_factory.mktemp("pycache")
+    Return ``start(dags_folder, **LocalAirflow kwargs)``: a started, healthy Airflow, stopped with the module.
+
+    Every instance gets its own home under pytest's temp dir (kept for post-mortems), and the module fails
+    if any of its processes outlives ``stop()``.
+    """
+    started: list[LocalAirflow] = []
+
+    def start(dags_folder: Path, **kwargs: Any) -> LocalAirflow:
+        kwargs.setdefault("home", tmp_path_factory.mktemp("airflow-home"))
+        instance = LocalAirflow(dags_folder, **kwargs)
+        started.append(instance)
+        instance.start()
+        instance.wait_ready()
+        return instance
+
+    try:
+        yield start
+    finally:
+        leftovers = {}
+        for instance in started:
+            instance.stop()
+            if pids := instance.running_processes():
+                leftovers[str(instance.home)] = pids
+        assert not leftovers, f"Airflow processes outlived stop(): {leftovers}"
