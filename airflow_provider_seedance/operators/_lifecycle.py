@@ -78,7 +78,10 @@ def default_deferrable() -> bool:
     So the option is honoured only when it is set explicitly (environment, ``airflow.cfg``, command or
     secret), and the provider's own default is deferrable.
     """
-    from airflow.sdk import conf
+    try:
+        from airflow.sdk import conf
+    except ImportError:  # Airflow 3.0 exposes the configuration in core only
+        from airflow.configuration import conf  # type: ignore[no-redef,assignment]
 
     prefix = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"
     in_env = any(name in os.environ for name in (prefix, f"{prefix}_CMD", f"{prefix}_SECRET"))

@@ -81,6 +81,11 @@ SUBMITTED_STATUS = "submitted"
 MAX_RETRY_DELAY_FALLBACK = timedelta(days=1)
 """Longest gap assumed between two tries when exponential backoff has no ``max_retry_delay``."""
 
+VIDEO_URL_ATTRIBUTE = "_seedance_video_url"
+"""Instance attribute where a running task keeps the URL its extra link shows."""
+
+_UNKNOWN = object()
+
 
 class SeedanceVideoLink(BaseOperatorLink):
     """Link a Seedance task to the video it generated (``video_url`` of its return value)."""
@@ -94,12 +99,27 @@ class SeedanceVideoLink(BaseOperatorLink):
         :param operator: the task the link belongs to.
         :param ti_key: the task instance whose return value holds the URL.
         """
+        # The task that just ran knows its outcome: no XCom round trip (and no "XCom not found" error in
+        # the log of a task that deferred or failed).
+        known = operator.__dict__.get(VIDEO_URL_ATTRIBUTE, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return video_link({"video_url": known})
         try:
             from airflow.sdk.execution_time.xcom import XCom
         except ImportError:  # Airflow 3.0 resolves links on the API server, with the core XCom model.
             from airflow.models.xcom import XCom  # type: ignore[no-redef]
 
         return video_link(XCom.get_value(ti_key=ti_key, key="return_value"))
+
+
+def remember_video_url(operator: BaseOperator, url: str | None) -> None:
+    """
+    Record on the running task the video URL its extra link shows (``None``: no video, or not yet).
+
+    :param operator: the running task.
+    :param url: the generated video's URL.
+    """
+    operator.__dict__[VIDEO_URL_ATTRIBUTE] = url
 
 
 def video_link(value: object) -> str:
@@ -180,6 +200,7 @@ class SeedanceBaseOperator(BaseOperator):
 
         :param context: the task context.
         """
+        remember_video_url(self, None)
         model_id, body = self.build_request()
         store = request_store_for(context, retention=self.state_retention()) if self.durable else None
         if self.durable and store is None:
@@ -233,8 +254,9 @@ class SeedanceBaseOperator(BaseOperator):
         :param model_id: the model the request was submitted to (from the deferral).
         :param request_id: the request waited for (from the deferral).
         """
+        remember_video_url(self, None)
         # dag.test() resumes with the event alone, so fall back to this try's XCom and rendered fields.
-        expected = request_id or context["ti"].xcom_pull(key=REQUEST_ID_XCOM_KEY)
+        expected = request_id or _pushed_request_id(context)
         parsed = SeedanceTriggerEvent.parse(event, expected_request_id=expected)
         store = request_store_for(context, retention=self.state_retention()) if self.durable else None
         return self._finish(context, parsed, model_id or self.model_id, store)
@@ -254,7 +276,7 @@ class SeedanceBaseOperator(BaseOperator):
         try:
             return super().resume_execution(next_method, next_kwargs, context)
         except TaskDeferralTimeout as exc:
-            request_id = context["ti"].xcom_pull(key=REQUEST_ID_XCOM_KEY)
+            request_id = _pushed_request_id(context)
             note = cancel_quietly(self.hook, request_id, self.log) if request_id else ""
             raise SeedanceTimeoutError(
                 f"Seedance request {request_id} was still being waited for when the deferral timed out. "
@@ -279,6 +301,7 @@ class SeedanceBaseOperator(BaseOperator):
     ) -> dict[str, Any]:
         self._request_id = None
         result = finish_event(outcome, model_id=model_id, log=self.log, hook=self.hook)
+        remember_video_url(self, result["video_url"])
         self._forget(store)
         return result
 
@@ -503,6 +526,14 @@ class SeedanceImageToVideoOperator(SeedanceBaseOperator):
         return model_id, SeedanceImageToVideoInput.validate_input(self.input).to_request_body()
 
 
+def _pushed_request_id(context: Context) -> str | None:
+    """Return the request id this try pushed to XCom (this task instance's own, mapped or not)."""
+    ti = context["ti"]
+    # Without explicit map_indexes, xcom_pull returns the values of every mapped instance.
+    value = ti.xcom_pull(task_ids=ti.task_id, key=REQUEST_ID_XCOM_KEY, map_indexes=ti.map_index)
+    return value if isinstance(value, str) else None
+
+
 def _positive_seconds(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise SeedanceConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
@@ -514,5 +545,6 @@ __all__ = [
     "SeedanceImageToVideoOperator",
     "SeedanceSubmitOperator",
     "SeedanceVideoLink",
+    "remember_video_url",
     "video_link",
 ]

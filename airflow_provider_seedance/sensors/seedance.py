@@ -21,7 +21,7 @@ from airflow_provider_seedance.operators._lifecycle import (
     finish_event,
     poll_once,
 )
-from airflow_provider_seedance.operators.seedance import SeedanceVideoLink
+from airflow_provider_seedance.operators.seedance import SeedanceVideoLink, remember_video_url
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
 
 if TYPE_CHECKING:
@@ -85,11 +85,17 @@ class SeedanceRequestSensor(BaseSensorOperator):
 
         :param context: the task context.
         """
+        remember_video_url(self, None)
         request_id = check_request_id(self.request_id)
         outcome = poll_once(self.hook, self._tracker_for(request_id))
         if outcome is None:
             return False
-        return PokeReturnValue(is_done=True, xcom_value=finish_event(outcome, model_id=None, log=self.log))
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(outcome))
+
+    def _finish(self, outcome: SeedanceTriggerEvent) -> dict[str, Any]:
+        result = finish_event(outcome, model_id=None, log=self.log)
+        remember_video_url(self, result["video_url"])
+        return result
 
     def execute(self, context: Context) -> Any:
         """
@@ -120,6 +126,7 @@ class SeedanceRequestSensor(BaseSensorOperator):
         :param context: the task context.
         :param event: the trigger's event payload.
         """
+        remember_video_url(self, None)
         parsed = SeedanceTriggerEvent.parse(event, expected_request_id=self.request_id)
         if parsed.status == "timeout":
             try:
@@ -127,7 +134,7 @@ class SeedanceRequestSensor(BaseSensorOperator):
             except ImportError:  # Airflow 3.0
                 from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef,attr-defined]
             raise AirflowSensorTimeout(f"{parsed.message} The sensor's timeout is {self.timeout:g} s.")
-        return finish_event(parsed, model_id=None, log=self.log)
+        return self._finish(parsed)
 
 
 __all__ = ["SeedanceRequestSensor"]

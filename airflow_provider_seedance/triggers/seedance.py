@@ -97,7 +97,7 @@ class SeedanceRequestTrigger(BaseTrigger):
                 message=f"Waiting for Seedance request {self.request_id} failed unexpectedly: "
                 f"{type(exc).__name__}: {exc}",
             )
-        self.log.info("Seedance request %s: %s", self.request_id, outcome.message)
+        self.log.info("%s", outcome.message)
         yield TriggerEvent(outcome.model_dump(mode="json"))
 
     async def on_kill(self) -> None:

@@ -1,0 +1,194 @@
+"""Helpers for running whole DAGs with ``dag.test()`` and for driving operators directly."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
+from tests._support import TEST_TOKEN
+
+if TYPE_CHECKING:
+    from airflow_provider_seedance.testing import SeedanceEmulator
+
+MODEL = SEEDANCE_1_5_PRO_I2V_MODEL_ID
+IMAGE = "https://example.com/first-frame.png"
+START = datetime(2025, 1, 1)
+
+
+@pytest.fixture(scope="session")
+def shared_emulator() -> Iterator[SeedanceEmulator]:
+    """One emulator server for the whole session: starting uvicorn per test costs a third of a second."""
+    from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
+
+    with SeedanceEmulator(token=TEST_TOKEN, plan=JobPlan(queue_seconds=0.1, run_seconds=0.1)) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emulator(shared_emulator: SeedanceEmulator) -> Iterator[SeedanceEmulator]:
+    """The shared emulator, reset (jobs, faults, plans, request log) before and after each test."""
+    shared_emulator.reset()
+    yield shared_emulator
+    shared_emulator.reset()
+
+
+def unique_dag_id(name: str) -> str:
+    """Return a DAG id no other test uses (dag.test() shares one metadata DB per session)."""
+    return f"{name}_{uuid.uuid4().hex[:8]}"
+
+
+def run_dag(dag: Any) -> Any:
+    """
+    Serialise ``dag`` into the metadata DB (dag.test() needs a serialized DAG) and run it with dag.test().
+
+    Returns the DagRun.
+    """
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+    from airflow.utils.session import create_session
+
+    DagBundlesManager().sync_bundles_to_db()
+    with create_session() as session:
+        update_dag_parsing_results_in_db(
+            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
+        )
+    return dag.test()
+
+
+def task_instances(dag_run: Any) -> dict[tuple[str, int], Any]:
+    """Return the run's task instances by (task_id, map_index)."""
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = dag_run.get_task_instances(session=session)
+        return {(ti.task_id, ti.map_index): ti for ti in tis}
+
+
+def xcoms(dag_run: Any) -> list[tuple[str, int, str, Any]]:
+    """Return every XCom of the run as (task_id, map_index, key, value)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id)).all()
+        return [(r.task_id, r.map_index, r.key, XComModel.deserialize_value(r)) for r in rows]
+
+
+def xcom(dag_run: Any, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+    """Return one XCom value of the run (``None`` when absent)."""
+    for t_id, m_idx, k, value in xcoms(dag_run):
+        if (t_id, m_idx, k) == (task_id, map_index, key):
+            return value
+    return None
+
+
+def log_lines(capsys: Any, text: str = "") -> list[str]:
+    """
+    Return the captured output lines holding ``text``; Airflow's structlog loggers write there, not to caplog.
+
+    What was read is printed again, so later calls in the same test still see it.
+    """
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).splitlines()
+    print("\n".join(lines))
+    return [line for line in lines if text in line]
+
+
+def all_output(request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]) -> str:
+    """
+    Return everything printed so far in this test, wherever pytest captured it.
+
+    Airflow's log handlers keep the ``sys.stdout`` they were created with: some lines reach ``capfd``, others
+    pytest's global capture. Both are read (and so no longer shown in pytest's report).
+    """
+    parts = list(capfd.readouterr())
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    if capman is not None:
+        parts.extend(capman.read_global_capture())
+    return "\n".join(parts)
+
+
+def in_background(action: Callable[[], None]) -> threading.Thread:
+    """Run ``action`` in a daemon thread (e.g. to cancel a request while dag.test() waits for it)."""
+    thread = threading.Thread(target=action, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for(predicate: Callable[[], bool], limit: float = 15.0) -> None:
+    """Wait until ``predicate()`` is true, failing after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.01)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Driving execute() directly: a task instance and a task_state_store that behave like Airflow's
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeTaskInstance:
+    """The parts of a RuntimeTaskInstance the operators use."""
+
+    dag_id: str = "direct_dag"
+    task_id: str = "generate"
+    run_id: str = "manual__direct"
+    map_index: int = -1
+    try_number: int = 1
+    xcom_values: dict[str, Any] = field(default_factory=dict)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom_values[key] = value
+
+    def xcom_pull(self, task_ids: Any = None, key: str = "return_value", **_: Any) -> Any:
+        return self.xcom_values.get(key)
+
+
+@dataclass
+class FakeTaskStateStore:
+    """A dict-backed ``task_state_store`` (same get/set/delete signature as Airflow 3.3's accessor)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    retentions: dict[str, timedelta | None] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    fail_get: bool = False
+    fail_set: bool = False
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if self.fail_get:
+            raise RuntimeError("task state store unavailable")
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any, *, retention: timedelta | None = None) -> None:
+        if self.fail_set:
+            raise RuntimeError("task state store unavailable")
+        if value is None:
+            raise ValueError("Cannot set value as None")
+        self.values[key] = value
+        self.retentions[key] = retention
+
+    def delete(self, key: str) -> None:
+        self.deleted.append(key)
+        self.values.pop(key, None)
+
+
+def make_context(
+    ti: FakeTaskInstance | None = None, store: FakeTaskStateStore | None = None
+) -> dict[str, Any]:
+    """Build a task context for calling execute()/execute_complete() directly."""
+    ti = ti or FakeTaskInstance()
+    context: dict[str, Any] = {"ti": ti, "task_instance": ti}
+    if store is not None:
+        context["task_state_store"] = store
+    return context

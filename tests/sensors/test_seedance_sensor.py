@@ -1,0 +1,183 @@
+"""SeedanceRequestSensor over the emulator: poke and deferrable modes, success and failure."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from airflow.sdk import DAG
+from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
+
+from airflow_provider_seedance.exceptions import SeedanceInputError, SeedanceRequestFailedError
+from airflow_provider_seedance.hooks.seedance import SeedanceHook
+from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
+from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
+from airflow_provider_seedance.sensors.seedance import SeedanceRequestSensor
+from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
+from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
+from tests.operators._dag_support import (
+    IMAGE,
+    START,
+    all_output,
+    make_context,
+    run_dag,
+    task_instances,
+    unique_dag_id,
+    xcom,
+)
+
+PAYLOAD = {"prompt": "Waves roll onto a black-sand beach", "first_frame_image_url": IMAGE}
+STUCK = JobPlan(queue_seconds=30, run_seconds=1, outcome="stuck_in_queue")
+
+
+def submit(emulator: SeedanceEmulator, plan: JobPlan) -> str:
+    emulator.set_plan(plan)
+    hook = SeedanceHook()
+    try:
+        return hook.submit(SEEDANCE_1_5_PRO_I2V_MODEL_ID, PAYLOAD).request_id
+    finally:
+        hook.close()
+
+
+def sensor(request_id: str, **kwargs: Any) -> SeedanceRequestSensor:
+    kwargs.setdefault("poll_interval", 0.05)
+    return SeedanceRequestSensor(task_id="wait", request_id=request_id, **kwargs)
+
+
+def test_defaults_and_template_fields() -> None:
+    s = SeedanceRequestSensor(task_id="wait", request_id="abc")
+    assert s.template_fields == ("request_id", "seedance_conn_id")
+    assert (s.poll_interval, s.poke_interval, s.timeout) == (10.0, 10.0, 3600.0)
+    assert s.seedance_conn_id == "seedance_default"
+    assert s.operator_extra_links[0].name == "Seedance video"
+
+
+def test_poke_mode_success(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+    request_id = submit(emulator, JobPlan(queue_seconds=0.2, run_seconds=0.2))
+    result = sensor(request_id, deferrable=False).execute(make_context())
+
+    assert result["request_id"] == request_id
+    assert result["model_id"] is None
+    assert result["status"] == "succeeded"
+    assert result["video_url"].startswith(f"{emulator.base_url}/files/{request_id}/")
+    assert result["video_urls"] == [result["video_url"]]
+    assert emulator.state.count("status") >= 3
+    assert emulator.state.count("result") == 1
+    assert emulator.state.count("cancel") == 0
+
+
+def test_poke_returns_false_while_running(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+    request_id = submit(emulator, STUCK)
+    assert sensor(request_id).poke(make_context()) is False
+
+
+def test_poke_mode_failure(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+    request_id = submit(
+        emulator, JobPlan(queue_seconds=0, run_seconds=0.1, outcome="fail", error="bad frame")
+    )
+    with pytest.raises(SeedanceRequestFailedError, match=f"Seedance request {request_id} failed: bad frame"):
+        sensor(request_id, deferrable=False).execute(make_context())
+
+
+def test_poke_mode_timeout_does_not_cancel(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+    request_id = submit(emulator, STUCK)
+    with pytest.raises(AirflowSensorTimeout):
+        sensor(request_id, deferrable=False, timeout=0.3).execute(make_context())
+    assert emulator.state.count("cancel") == 0
+
+
+def test_poke_rejects_a_malformed_request_id(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+    with pytest.raises(SeedanceInputError, match="request_id"):
+        sensor("not a request id").poke(make_context())
+    assert emulator.state.requests() == []
+
+
+def test_deferrable_defers_to_the_trigger(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+    request_id = submit(emulator, STUCK)
+    before = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor(request_id, deferrable=True, timeout=120).execute(make_context())
+
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, SeedanceRequestTrigger)
+    kwargs = trigger.serialize()[1]
+    assert (kwargs["request_id"], kwargs["poll_interval"]) == (request_id, 0.05)
+    assert before + 120 <= kwargs["end_time"] <= time.time() + 120
+    assert deferred.value.method_name == "execute_complete"
+    assert deferred.value.timeout > timedelta(seconds=120)
+    assert emulator.state.count("status") == 1
+
+
+def test_deferrable_returns_at_once_when_already_done(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+    request_id = submit(emulator, JobPlan(queue_seconds=0, run_seconds=0))
+    time.sleep(0.1)
+    result = sensor(request_id, deferrable=True).execute(make_context())
+    assert result["request_id"] == request_id
+    assert result["status"] == "succeeded"
+
+
+def test_execute_complete_outcomes() -> None:
+    s = sensor("R")
+    with pytest.raises(AirflowSensorTimeout, match="did not finish"):
+        s.execute_complete(
+            make_context(),
+            {"status": "timeout", "request_id": "R", "result": None, "message": "R did not finish."},
+        )
+    with pytest.raises(SeedanceRequestFailedError, match="was cancelled"):
+        s.execute_complete(
+            make_context(),
+            {"status": "cancelled", "request_id": "R", "result": None, "message": "R was cancelled."},
+        )
+
+
+# -- whole DAGs --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "poke"])
+def test_sensor_waits_for_a_request_submitted_upstream(
+    emulator: SeedanceEmulator,
+    seedance_conn: str,
+    deferrable: bool,
+    request: pytest.FixtureRequest,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # Long enough in the queue for the sensor to find it still running.
+    emulator.set_plan(JobPlan(queue_seconds=1.0, run_seconds=0.2))
+    with DAG(unique_dag_id("seedance_sensor"), schedule=None, start_date=START, catchup=False) as dag:
+        submit_task = SeedanceImageToVideoOperator(
+            task_id="submit", prompt="A paper plane", first_frame_image_url=IMAGE, wait_for_completion=False
+        )
+        wait = SeedanceRequestSensor(
+            task_id="wait",
+            request_id="{{ ti.xcom_pull('submit', key='request_id') }}",
+            deferrable=deferrable,
+            poll_interval=0.1,
+        )
+        submit_task >> wait
+    dag_run = run_dag(dag)
+
+    assert str(task_instances(dag_run)[("wait", -1)].state) == "success"
+    assert ("[DAG TEST] running trigger in line" in all_output(request, capfd)) is deferrable
+    request_id = xcom(dag_run, "submit", "request_id")
+    result = xcom(dag_run, "wait")
+    assert result["request_id"] == request_id
+    assert result["status"] == "succeeded"
+    assert result["video_url"].startswith(f"{emulator.base_url}/files/{request_id}/")
+    assert emulator.state.count("submit") == 1
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "poke"])
+def test_sensor_fails_when_the_request_fails(
+    emulator: SeedanceEmulator, seedance_conn: str, deferrable: bool
+) -> None:
+    request_id = submit(
+        emulator, JobPlan(queue_seconds=0, run_seconds=0.2, outcome="fail", error="bad frame")
+    )
+    with DAG(unique_dag_id("seedance_sensor_fail"), schedule=None, start_date=START, catchup=False) as dag:
+        SeedanceRequestSensor(task_id="wait", request_id=request_id, deferrable=deferrable, poll_interval=0.1)
+    dag_run = run_dag(dag)
+    assert str(task_instances(dag_run)[("wait", -1)].state) == "failed"
