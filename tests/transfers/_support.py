@@ -152,5 +152,7 @@ def unfinished_uploads(client: Any, bucket: str = BUCKET) -> list[str]:
 
 def assert_nothing_left(client: Any, expected_keys: list[str] | None = None, bucket: str = BUCKET) -> None:
     """Assert the bucket holds exactly ``expected_keys`` and no multipart upload is open."""
-    assert object_keys(client, bucket) == sorted(expected_keys or [])
-    assert unfinished_uploads(client, bucket) == []
+    keys = object_keys(client, bucket)
+    assert keys == sorted(expected_keys or []), f"the bucket holds {keys}"
+    uploads = unfinished_uploads(client, bucket)
+    assert uploads == [], f"multipart uploads left open: {uploads}"

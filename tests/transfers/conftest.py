@@ -6,6 +6,7 @@ serves bodies with precisely scripted misbehaviour for the unit tests of the str
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -106,7 +107,11 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
             ),
         )
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        # moto keeps its state per process, across servers: start from a fresh bucket.
+        with contextlib.suppress(client.exceptions.NoSuchBucket):
+            drop_bucket(client)
         client.create_bucket(Bucket=BUCKET)
         yield MotoServer(endpoint_url=endpoint, client=client)
+        drop_bucket(client)
     finally:
         server.stop()
