@@ -345,12 +345,14 @@ def interpret_response(
     retry_after = _retry_after(response)
     text = message or response.reason_phrase or "no details"
     prefix = f"Seedance {call}{about} failed: HTTP {status}" + (f", error_code {code}" if code else "")
+    # Only idempotent calls are retried: a submit never is (no idempotency key), so its hint must not say so.
+    retried = "the call is retried with backoff." if call != "submit" else "submissions are never retried."
     if code in _ERROR_CODES:
         cls, hint = _ERROR_CODES[code]
     elif status in (408, 429):
-        cls, hint = SeedanceRateLimitError, "The API asked to slow down; the call is retried with backoff."
+        cls, hint = SeedanceRateLimitError, f"The API asked to slow down; {retried}"
     elif status >= 500:
-        cls, hint = SeedanceServerError, "The API had a server error; the call is retried with backoff."
+        cls, hint = SeedanceServerError, f"The API had a server error; {retried}"
     elif status in _HTTP_STATUSES:
         cls, hint = _HTTP_STATUSES[status]
     else:
@@ -406,7 +408,7 @@ def submission_error(exc: Exception, *, model_id: str) -> Exception:
     # A timeout, a cut connection, a 5xx or a garbled 2xx: the API may have accepted the request.
     if isinstance(exc, (httpx.HTTPError, SeedanceServerError, SeedanceMalformedResponseError)):
         return SeedanceSubmissionStateUnknownError(
-            f"Submission state unknown for model {model_id}: {exc}. The API may or may not have created "
+            f"Submission state unknown for model {model_id}: {str(exc).rstrip('.')}. The API may or may not have created "
             f"(and billed) the request, so it is NOT retried automatically. Check your RunComfy request "
             f"history before running the task again.",
             model_id=model_id,
