@@ -288,9 +288,19 @@ class SeedanceBaseOperator(BaseOperator):
     def on_kill(self) -> None:
         """Cancel the request the worker is waiting for (best effort: only queued requests can be)."""
         request_id = self._request_id
-        if request_id:
-            self.log.info("Task killed: cancelling Seedance request %s", request_id)
-            self.log.info("%s", cancel_quietly(self.hook, request_id, self.log))
+        if not request_id:
+            return
+        self.log.info("Task killed: cancelling Seedance request %s", request_id)
+        # on_kill may run in a SIGTERM handler that interrupted a call on self.hook's client: cancel through
+        # a client of its own, with the connection already resolved (no lookup inside a signal handler).
+        hook = SeedanceHook(seedance_conn_id=self.seedance_conn_id)
+        resolved = self.__dict__.get("hook")
+        if resolved is not None and "config" in resolved.__dict__:
+            hook.__dict__["config"] = resolved.__dict__["config"]
+        try:
+            self.log.info("%s", cancel_quietly(hook, request_id, self.log))
+        finally:
+            hook.close()
 
     def _finish(
         self,

@@ -91,30 +91,64 @@ def xcom(dag_run: Any, task_id: str, key: str = "return_value", map_index: int =
     return None
 
 
-def log_lines(capsys: Any, text: str = "") -> list[str]:
-    """
-    Return the captured output lines holding ``text``; Airflow's structlog loggers write there, not to caplog.
+class CapturedLogs:
+    """Every log line written during a test, whatever stream its handler was bound to."""
 
-    What was read is printed again, so later calls in the same test still see it.
-    """
-    captured = capsys.readouterr()
-    lines = (captured.out + captured.err).splitlines()
-    print("\n".join(lines))
-    return [line for line in lines if text in line]
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self.structlog_lines: list[str] = []
+        self.caplog = caplog
+
+    def text(self) -> str:
+        """All captured lines, structlog's and stdlib logging's."""
+        return "\n".join([*self.structlog_lines, *(r.getMessage() for r in self.caplog.records)])
+
+    def lines(self, text: str = "") -> list[str]:
+        """The captured lines holding ``text`` (stdlib records that structlog also rendered count twice)."""
+        return [line for line in self.structlog_lines if text in line]
 
 
-def all_output(request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]) -> str:
-    """
-    Return everything printed so far in this test, wherever pytest captured it.
+_WRITER_METHODS = (
+    "msg",
+    "info",
+    "debug",
+    "warning",
+    "warn",
+    "error",
+    "err",
+    "critical",
+    "exception",
+    "failure",
+    "fatal",
+    "log",
+)
 
-    Airflow's log handlers keep the ``sys.stdout`` they were created with: some lines reach ``capfd``, others
-    pytest's global capture. Both are read (and so no longer shown in pytest's report).
+
+@pytest.fixture
+def logs(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> CapturedLogs:
     """
-    parts = list(capfd.readouterr())
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-    if capman is not None:
-        parts.extend(capman.read_global_capture())
-    return "\n".join(parts)
+    Capture log lines at the source.
+
+    Airflow's structlog writers keep the ``sys.stdout`` of the moment they were first used, which under pytest
+    may be an earlier test's capture: reading stdout would silently miss lines. So every line is teed where
+    structlog writes it, and stdlib records are taken from caplog.
+    """
+    import logging
+
+    import structlog
+
+    captured = CapturedLogs(caplog)
+    caplog.set_level(logging.DEBUG)
+    for name in _WRITER_METHODS:
+        original = getattr(structlog.WriteLogger, name, None)
+        if original is None:
+            continue
+
+        def tee(self: Any, message: str, _original: Callable[..., None] = original) -> None:
+            captured.structlog_lines.append(message)
+            _original(self, message)
+
+        monkeypatch.setattr(structlog.WriteLogger, name, tee)
+    return captured
 
 
 def in_background(action: Callable[[], None]) -> threading.Thread:

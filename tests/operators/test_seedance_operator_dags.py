@@ -20,7 +20,7 @@ from tests.operators._dag_support import (
     IMAGE,
     MODEL,
     START,
-    all_output,
+    CapturedLogs,
     in_background,
     run_dag,
     task_instances,
@@ -63,14 +63,13 @@ def status_of(request_id: str) -> RequestStatus:
 def test_deferrable_success(
     emulator: SeedanceEmulator,
     seedance_conn: str,
-    request: pytest.FixtureRequest,
-    capfd: pytest.CaptureFixture[str],
+    logs: CapturedLogs,
 ) -> None:
     emulator.set_plan(JobPlan(queue_seconds=0.3, run_seconds=0.2))
     dag_run = run_dag(i2v_dag("seedance_success", deferrable=True))
 
     assert state_of(dag_run) == "success"
-    out = all_output(request, capfd)
+    out = logs.text()
     assert "Pausing task as DEFERRED" in out
     assert "[DAG TEST] running trigger in line" in out
     request_id = xcom(dag_run, "generate", "request_id")
@@ -107,8 +106,7 @@ def test_deferrable_success(
 def test_api_failure_fails_the_task(
     emulator: SeedanceEmulator,
     seedance_conn: str,
-    request: pytest.FixtureRequest,
-    capfd: pytest.CaptureFixture[str],
+    logs: CapturedLogs,
 ) -> None:
     emulator.set_plan(
         JobPlan(queue_seconds=0.1, run_seconds=0.2, outcome="fail", error="content policy violation")
@@ -118,7 +116,7 @@ def test_api_failure_fails_the_task(
     assert state_of(dag_run) == "failed"
     assert str(dag_run.state) == "failed"
     assert emulator.state.count("submit") == 1
-    assert "failed: content policy violation" in all_output(request, capfd)
+    assert "failed: content policy violation" in logs.text()
 
 
 def test_request_cancelled_elsewhere_fails_the_task(emulator: SeedanceEmulator, seedance_conn: str) -> None:
@@ -205,7 +203,9 @@ def test_generic_operator_with_templated_input(emulator: SeedanceEmulator, seeda
 
 def test_input_error_fails_without_any_request(emulator: SeedanceEmulator, seedance_conn: str) -> None:
     dag_run = run_dag(i2v_dag("seedance_bad_input", duration="{{ 3 * 10 }}", retries=2))
-    assert state_of(dag_run) == "failed"  # SeedanceInputError is an AirflowFailException: no retry
+    ti = task_instances(dag_run)[("generate", -1)]
+    assert str(ti.state) == "failed"
+    assert ti.try_number == 1  # SeedanceInputError is an AirflowFailException: no retry
     assert emulator.state.requests() == []
 
 

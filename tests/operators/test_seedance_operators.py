@@ -39,9 +39,9 @@ from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
 from tests.operators._dag_support import (
     IMAGE,
     MODEL,
+    CapturedLogs,
     FakeTaskInstance,
     FakeTaskStateStore,
-    log_lines,
     make_context,
     wait_for,
 )
@@ -472,7 +472,7 @@ def stored(request_id: str, body: dict[str, Any] | None = None, model_id: str = 
 
 
 def test_retry_reattaches_to_a_queued_request(
-    emulator: SeedanceEmulator, seedance_conn: str, capsys: pytest.CaptureFixture[str]
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs
 ) -> None:
     request_id = submit_directly(emulator, STUCK)
     ti = FakeTaskInstance(try_number=2)
@@ -481,7 +481,7 @@ def test_retry_reattaches_to_a_queued_request(
     assert emulator.state.count("submit") == 1  # only the earlier try's
     assert deferred.value.trigger.request_id == request_id
     assert ti.xcom_values["request_id"] == request_id
-    assert len(log_lines(capsys, f"Re-attaching to Seedance request {request_id}")) == 1
+    assert len(logs.lines(f"Re-attaching to Seedance request {request_id}")) == 1
 
 
 def test_retry_in_sync_mode_reattaches_and_polls(emulator: SeedanceEmulator, seedance_conn: str) -> None:
@@ -506,7 +506,7 @@ def test_retry_returns_the_result_of_a_succeeded_request(
 
 @pytest.mark.parametrize("outcome", ["failed", "cancelled", "expired"])
 def test_retry_submits_again_when_the_earlier_request_is_over(
-    emulator: SeedanceEmulator, seedance_conn: str, capsys: pytest.CaptureFixture[str], outcome: str
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs, outcome: str
 ) -> None:
     if outcome == "failed":
         old = submit_directly(emulator, JobPlan(queue_seconds=0, run_seconds=0, outcome="fail", error="boom"))
@@ -531,7 +531,7 @@ def test_retry_submits_again_when_the_earlier_request_is_over(
     expected_submits = 1 if outcome == "expired" else 2
     assert emulator.state.count("submit") == expected_submits
     why = {"failed": "ended failed", "cancelled": "ended cancelled", "expired": "no longer known"}[outcome]
-    assert len(log_lines(capsys, why)) == 1
+    assert len(logs.lines(why)) == 1
 
 
 def test_retry_with_a_changed_input_submits_the_new_input(
@@ -564,13 +564,13 @@ def test_unreadable_store_fails_before_submitting(emulator: SeedanceEmulator, se
 
 
 def test_unwritable_store_does_not_fail_a_paid_request(
-    emulator: SeedanceEmulator, seedance_conn: str, capsys: pytest.CaptureFixture[str]
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs
 ) -> None:
     emulator.set_plan(STUCK)
     with pytest.raises(TaskDeferred):
         i2v().execute(make_context(store=FakeTaskStateStore(fail_set=True)))
     assert emulator.state.count("submit") == 1
-    assert len(log_lines(capsys, "Could not store Seedance request id")) == 1
+    assert len(logs.lines("Could not store Seedance request id")) == 1
 
 
 def test_durable_false_ignores_the_store(emulator: SeedanceEmulator, seedance_conn: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,8 +19,8 @@ from tests._support import TEST_TOKEN
 from tests.operators._dag_support import (
     IMAGE,
     START,
+    CapturedLogs,
     FakeTaskStateStore,
-    all_output,
     make_context,
     run_dag,
     task_instances,
@@ -35,16 +34,14 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 def test_trigger_kwargs_repr_and_event_hold_no_token(
     emulator: SeedanceEmulator,
     seedance_conn: str,
-    caplog: pytest.LogCaptureFixture,
-    request: pytest.FixtureRequest,
-    capfd: pytest.CaptureFixture[str],
+    logs: CapturedLogs,
 ) -> None:
     assert emulator.token == TEST_TOKEN
     emulator.set_plan(JobPlan(queue_seconds=0.1, run_seconds=0.1))
     op = SeedanceImageToVideoOperator(
         task_id="generate", prompt="A koi pond", first_frame_image_url=IMAGE, poll_interval=0.05
     )
-    with caplog.at_level(logging.DEBUG), pytest.raises(TaskDeferred) as deferred:
+    with pytest.raises(TaskDeferred) as deferred:
         op.execute(make_context(store=FakeTaskStateStore()))
     trigger = deferred.value.trigger
     kwargs = trigger.serialize()[1]
@@ -55,8 +52,7 @@ def test_trigger_kwargs_repr_and_event_hold_no_token(
         finally:
             await aclose_shared_clients()
 
-    with caplog.at_level(logging.DEBUG):
-        payload = asyncio.run(run())
+    payload = asyncio.run(run())
     assert payload["status"] == "succeeded"
     # The hook (built in run()) holds the token, but kwargs and repr are computed from serialize().
     exposed = [
@@ -66,8 +62,7 @@ def test_trigger_kwargs_repr_and_event_hold_no_token(
         json.dumps(payload),
         json.dumps(deferred.value.kwargs),
     ]
-    exposed += [r.getMessage() for r in caplog.records]
-    output = all_output(request, capfd)
+    output = logs.text()
     assert f"Seedance request {trigger.request_id} is queued" in output  # the task's log was captured
     assert f"Seedance request {trigger.request_id} succeeded" in output  # and the trigger's
     exposed.append(output)
@@ -79,9 +74,7 @@ def test_trigger_kwargs_repr_and_event_hold_no_token(
 def test_dag_run_leaves_no_token_in_xcom_state_or_logs(
     emulator: SeedanceEmulator,
     seedance_conn: str,
-    caplog: pytest.LogCaptureFixture,
-    request: pytest.FixtureRequest,
-    capfd: pytest.CaptureFixture[str],
+    logs: CapturedLogs,
     outcome: str,
 ) -> None:
     emulator.set_plan(JobPlan(queue_seconds=0.1, run_seconds=0.2, outcome=outcome, error="nope"))
@@ -89,8 +82,7 @@ def test_dag_run_leaves_no_token_in_xcom_state_or_logs(
         SeedanceImageToVideoOperator(
             task_id="generate", prompt="A koi pond", first_frame_image_url=IMAGE, poll_interval=0.05
         )
-    with caplog.at_level(logging.DEBUG):
-        dag_run = run_dag(dag)
+    dag_run = run_dag(dag)
     expected_state = "success" if outcome == "succeed" else "failed"
     assert str(task_instances(dag_run)[("generate", -1)].state) == expected_state
 
@@ -106,13 +98,12 @@ def test_dag_run_leaves_no_token_in_xcom_state_or_logs(
     else:
         assert state_rows == []  # dropped on success
 
-    output = all_output(request, capfd)
+    output = logs.text()
     # The task's, the hook's and the trigger's logs were really captured.
     assert "Submitted a bytedance/seedance-v1.5-pro/image-to-video generation" in output
     assert "[DAG TEST] running trigger in line" in output
     assert f"Seedance request {emulator.state.jobs()[0].request_id}" in output
     texts = [json.dumps(values, default=str), json.dumps(state_rows, default=str), output]
-    texts += [r.getMessage() for r in caplog.records]
     assert all(TEST_TOKEN not in text for text in texts)
 
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.operators._dag_support import emulator, shared_emulator
+from tests.operators._dag_support import emulator, logs, shared_emulator
 
-__all__ = ["emulator", "shared_emulator"]
+__all__ = ["emulator", "logs", "shared_emulator"]

@@ -20,7 +20,7 @@ from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
 from tests.operators._dag_support import (
     IMAGE,
     START,
-    all_output,
+    CapturedLogs,
     make_context,
     run_dag,
     task_instances,
@@ -141,8 +141,7 @@ def test_sensor_waits_for_a_request_submitted_upstream(
     emulator: SeedanceEmulator,
     seedance_conn: str,
     deferrable: bool,
-    request: pytest.FixtureRequest,
-    capfd: pytest.CaptureFixture[str],
+    logs: CapturedLogs,
 ) -> None:
     # Long enough in the queue for the sensor to find it still running.
     emulator.set_plan(JobPlan(queue_seconds=1.0, run_seconds=0.2))
@@ -160,7 +159,7 @@ def test_sensor_waits_for_a_request_submitted_upstream(
     dag_run = run_dag(dag)
 
     assert str(task_instances(dag_run)[("wait", -1)].state) == "success"
-    assert ("[DAG TEST] running trigger in line" in all_output(request, capfd)) is deferrable
+    assert ("[DAG TEST] running trigger in line" in logs.text()) is deferrable
     request_id = xcom(dag_run, "submit", "request_id")
     result = xcom(dag_run, "wait")
     assert result["request_id"] == request_id

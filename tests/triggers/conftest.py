@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from airflow_provider_seedance.hooks.seedance import aclose_shared_clients
-from tests.operators._dag_support import emulator, shared_emulator
+from tests.operators._dag_support import emulator, logs, shared_emulator
 
-__all__ = ["emulator", "shared_emulator"]
+__all__ = ["emulator", "logs", "shared_emulator"]
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ from airflow_provider_seedance.models import (
 from airflow_provider_seedance.testing import Fault, JobPlan, SeedanceEmulator
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
 from tests._support import conn_json
-from tests.operators._dag_support import log_lines
+from tests.operators._dag_support import CapturedLogs
 
 MODEL = SEEDANCE_1_5_PRO_I2V_MODEL_ID
 PAYLOAD = {"prompt": "A kite over the dunes", "first_frame_image_url": "https://example.com/kite.png"}
@@ -263,7 +263,7 @@ async def test_transient_faults_are_survived(
 
 
 async def test_outage_longer_than_the_hook_retries_keeps_polling(
-    emulator: SeedanceEmulator, seedance_conn: str, capsys: pytest.CaptureFixture[str]
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs
 ) -> None:
     request_id = submit(emulator)
     # conn_json allows 3 retries: 4 attempts per call. 9 failures outlast two whole calls.
@@ -272,22 +272,22 @@ async def test_outage_longer_than_the_hook_retries_keeps_polling(
 
     assert payload["status"] == "succeeded"
     assert emulator.state.count("status") >= 10
-    assert len(log_lines(capsys, "trying again at the next poll")) == 2
+    assert len(logs.lines("trying again at the next poll")) == 2
 
 
 # -- logging -----------------------------------------------------------------------------------------------
 
 
 async def test_logs_state_changes_not_every_poll(
-    emulator: SeedanceEmulator, seedance_conn: str, capsys: pytest.CaptureFixture[str]
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs
 ) -> None:
     emulator.set_plan(JobPlan(queue_seconds=0.4, run_seconds=0.4, initial_queue_position=1))
     request_id = submit(emulator)
-    capsys.readouterr()
+    logs.structlog_lines.clear()
     payload = await first_event(trigger_for(request_id, poll=0.02))
     assert payload["status"] == "succeeded"
 
-    mine = log_lines(capsys, request_id)
+    mine = logs.lines(request_id)
     assert sum("is generating" in line for line in mine) == 1
     assert sum("is queued at position 1" in line for line in mine) == 1
     assert sum("reading its result" in line for line in mine) == 1
@@ -315,22 +315,22 @@ async def test_on_kill_cancels_a_queued_request(emulator: SeedanceEmulator, seed
 
 
 async def test_on_kill_of_a_running_request_is_logged_not_raised(
-    emulator: SeedanceEmulator, seedance_conn: str, capsys: pytest.CaptureFixture[str]
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs
 ) -> None:
     request_id = submit(emulator, JobPlan(queue_seconds=0, run_seconds=60, outcome="stuck_running"))
     await asyncio.sleep(0.1)
     await trigger_for(request_id).on_kill()
     assert emulator.state.count("cancel") == 1
-    assert len(log_lines(capsys, "could not be cancelled")) == 1
+    assert len(logs.lines("could not be cancelled")) == 1
 
 
 async def test_on_kill_survives_an_api_outage(
-    emulator: SeedanceEmulator, seedance_conn: str, capsys: pytest.CaptureFixture[str]
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs
 ) -> None:
     request_id = submit(emulator, JobPlan(queue_seconds=30, run_seconds=1, outcome="stuck_in_queue"))
     emulator.add_fault(Fault(kind="http_error", endpoint="cancel", status_code=503, times=None))
     await trigger_for(request_id).on_kill()
-    assert len(log_lines(capsys, f"Could not cancel Seedance request {request_id}")) == 1
+    assert len(logs.lines(f"Could not cancel Seedance request {request_id}")) == 1
     assert emulator.state.count("cancel") == 4  # the hook retried it
 
 
@@ -363,5 +363,6 @@ async def test_many_triggers_share_one_loop_without_blocking_it(
 
     assert [p["status"] for p in payloads] == ["succeeded"] * 40
     assert [p["request_id"] for p in payloads] == request_ids
-    # No trigger blocks the loop: the heartbeat never stalls for long.
-    assert max(gaps) < 0.3
+    # No trigger blocks the loop: the heartbeat never stalls for long (one blocking poll per trigger, or a
+    # sync sleep, would stall it for seconds).
+    assert max(gaps) < 0.5
