@@ -329,6 +329,8 @@ class LocalAirflow:
         self.api_port = 0
         self._components: list[_Component] = []
         self._client: httpx.Client | None = None
+        self.stop_report: dict[str, str] = {}
+        """How the last :meth:`stop` went, per component (for diagnosing slow or stuck shutdowns)."""
         self._started = False
 
     # -- paths and URLs -----------------------------------------------------------------------------------
@@ -583,17 +585,31 @@ class LocalAirflow:
             with contextlib.suppress(Exception):
                 proc.terminate()
         started = time.monotonic()
-        for component in live:
-            assert component.popen is not None
-            limit = min(grace, API_SERVER_GRACE_SECONDS) if component.name == "api-server" else grace
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                component.popen.wait(timeout=max(0.0, started + limit - time.monotonic()))
+        pending = list(live)
+        while pending:
+            for component in list(pending):
+                assert component.popen is not None
+                waited = time.monotonic() - started
+                limit = min(grace, API_SERVER_GRACE_SECONDS) if component.name == "api-server" else grace
+                if component.popen.poll() is None and waited < limit:
+                    continue
+                if component.popen.poll() is None:
+                    self._signal_group(component, signal.SIGKILL)
+                    self.stop_report[component.name] = f"killed after {waited:.1f} s"
+                else:
+                    self.stop_report[component.name] = f"exited after {waited:.1f} s"
+                pending.remove(component)
+            time.sleep(0.05)
         for component in self._components:
+            # Helpers a component left in its group (e.g. LocalExecutor workers of a killed scheduler).
             self._signal_group(component, signal.SIGKILL)
             if component.popen is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     component.popen.wait(timeout=5)
-        self._sweep(known)
+        swept = self._sweep(known)
+        if swept:
+            self.stop_report["stray processes"] = f"{swept} terminated"
+        self.stop_report["total"] = f"{time.monotonic() - started:.1f} s"
         if self._given_home is None and not self.keep_home and self.home.exists():
             shutil.rmtree(self.home, ignore_errors=True)
 
@@ -615,8 +631,8 @@ class LocalAirflow:
                 found.extend(psutil.Process(component.popen.pid).children(recursive=True))
         return found
 
-    def _sweep(self, known: list[Any]) -> None:
-        """Kill what survived the process groups: task and trigger runners live in groups of their own."""
+    def _sweep(self, known: list[Any]) -> int:
+        """Kill what survived the process groups (task and trigger runners live in groups of their own)."""
         import psutil
 
         strays = {p.pid: p for p in known}
@@ -635,6 +651,7 @@ class LocalAirflow:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         psutil.wait_procs(still, timeout=5)
+        return len(alive)
 
     def running_processes(self) -> list[int]:
         """Return the pids of every live process this instance started (components and their children)."""
