@@ -406,9 +406,7 @@ class SeedanceTransferBaseOperator(BaseOperator):
         )
         try:
             if existing is not None:
-                reused = self._reuse(download, source, existing)
-                if reused is not None:
-                    return reused
+                return self._reuse(download, source, existing)
             writer = self.new_writer(uri, source)
             started = time.monotonic()
             try:
@@ -447,7 +445,7 @@ class SeedanceTransferBaseOperator(BaseOperator):
 
     def _reuse(
         self, download: StreamingDownload, source: TransferSource, existing: ExistingCopy
-    ) -> CopiedObject | None:
+    ) -> CopiedObject:
         """Decide whether the existing copy of this source can stand (skip) or not (error)."""
         skipped = CopiedObject(
             uri=existing.uri,
