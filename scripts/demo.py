@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 if TYPE_CHECKING:
+    from airflow_provider_seedance.testing import SeedanceEmulator
     from airflow_provider_seedance.testing.local_airflow import LocalAirflow, TaskInstanceInfo
 
 DAG_ID = "example_seedance_to_s3"
@@ -641,36 +642,67 @@ def run_demo(args: argparse.Namespace, console: Console) -> int:
             if os.environ.get("AIRFLOW_CONN_AWS_DEFAULT"):
                 env["AIRFLOW_CONN_AWS_DEFAULT"] = os.environ["AIRFLOW_CONN_AWS_DEFAULT"]
 
-        from airflow_provider_seedance.testing.local_airflow import LocalAirflow
+        from airflow_provider_seedance.testing.local_airflow import LocalAirflow, LocalAirflowError
 
         airflow = LocalAirflow(DAGS_FOLDER, env=env, keep_home=args.keep)
         stack.callback(stop_airflow, airflow, console)
         console.line(f"  Airflow       AIRFLOW_HOME={airflow.home}")
         console.line("")
-        run_id = start_and_trigger(airflow, console, args)
-        follower = RunFollower(airflow, run_id, console)
-        timeout = args.timeout or (REAL_RUN_TIMEOUT if real else EMULATED_RUN_TIMEOUT)
         try:
-            state = follow(airflow, follower, run_id, timeout)
-        except KeyboardInterrupt:
-            if real is not None and follower.request_id:
-                console.line("")
-                console.line(cancel_request(real, follower.request_id))
+            return run_and_report(airflow, console, args, real, emulator, s3_endpoint)
+        except (DemoError, LocalAirflowError):
+            airflow.keep_home = True  # for the post-mortem: the error quotes only the logs' tails
             raise
-        tis = {ti.task_id: ti for ti in follower.poll()}
-        if state != "success":
-            airflow.keep_home = True
-            console.line("")
-            console.line(f"The DAG run ended {state!r}. What the logs say:")
-            console.line(failure_excerpt(airflow, run_id))
-            return EXIT_FAILED
 
-        outcome = collect_outcome(airflow, run_id, follower)
-        if emulator is not None:
-            outcome.submits = emulator.state.count("submit")
-        outcome.local_copies = download_copies(outcome.s3_uris, s3_endpoint, args.output_dir)
-        print_summary(console, airflow, tis, follower, outcome, run_id)
-        return EXIT_OK
+
+def run_and_report(
+    airflow: LocalAirflow,
+    console: Console,
+    args: argparse.Namespace,
+    real: RealSettings | None,
+    emulator: SeedanceEmulator | None,
+    s3_endpoint: str | None,
+) -> int:
+    """
+    Start Airflow, run the DAG while printing its progress, then download the video and print the summary.
+
+    :param airflow: the Airflow to start (stopped by the caller).
+    :param console: where to print.
+    :param args: the parsed command line.
+    :param real: the real services, or ``None`` for the stand-ins.
+    :param emulator: the emulator, when emulated.
+    :param s3_endpoint: the embedded S3's URL, when emulated.
+    """
+    run_id = start_and_trigger(airflow, console, args)
+    follower = RunFollower(airflow, run_id, console)
+    timeout = args.timeout or (REAL_RUN_TIMEOUT if real else EMULATED_RUN_TIMEOUT)
+    try:
+        state = follow(airflow, follower, run_id, timeout)
+    except KeyboardInterrupt:
+        if real is not None:
+            request_id = follower.request_id
+            if request_id is None:
+                # Submitted, but its log line not read yet: the operator pushed the id to XCom at once.
+                with contextlib.suppress(Exception):
+                    request_id = str(airflow.xcom(DAG_ID, run_id, GENERATE_TASK, key="request_id"))
+            if request_id:
+                console.line("")
+                console.line(cancel_request(real, request_id))
+        raise
+    tis = {ti.task_id: ti for ti in follower.poll()}
+    if state != "success":
+        airflow.keep_home = True
+        console.line("")
+        console.line(f"The DAG run ended {state!r}. What the logs say:")
+        console.line(failure_excerpt(airflow, run_id))
+        return EXIT_FAILED
+
+    outcome = collect_outcome(airflow, run_id, follower)
+    if emulator is not None:
+        outcome.submits = emulator.state.count("submit")
+    outcome.local_copies = download_copies(outcome.s3_uris, s3_endpoint, args.output_dir)
+    print_summary(console, airflow, tis, follower, outcome, run_id)
+    return EXIT_OK
 
 
 def emulated_env(api_url: str, token: str, s3_endpoint: str) -> dict[str, str | None]:

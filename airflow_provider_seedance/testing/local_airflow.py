@@ -40,6 +40,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -709,6 +710,7 @@ class LocalAirflow:
 
         deadline = time.monotonic() + timeout
         last: object = "no answer yet"
+        warm_up: threading.Thread | None = None
         while True:
             self.check_alive()
             try:
@@ -717,6 +719,12 @@ class LocalAirflow:
                 last = exc
             else:
                 last = health
+                if warm_up is None:
+                    # The API server answers: let it build its Execution API while the others start.
+                    warm_up = threading.Thread(
+                        target=self._warm_up_execution_api, args=(deadline,), name="warm-up", daemon=True
+                    )
+                    warm_up.start()
                 wanted = ["metadatabase", "scheduler", "dag_processor"]
                 if self.triggerers:
                     wanted.append("triggerer")
@@ -725,7 +733,8 @@ class LocalAirflow:
                 if healthy and (
                     self.triggerers <= 1 or self._running_jobs("TriggererJob") >= self.triggerers
                 ):
-                    self._warm_up_execution_api(deadline)
+                    if warm_up is not None:
+                        warm_up.join(timeout=max(0.0, deadline - time.monotonic()))
                     return
             if time.monotonic() > deadline:
                 raise LocalAirflowError(

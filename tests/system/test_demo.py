@@ -7,13 +7,16 @@ stand-ins: the API emulator as the RunComfy host (``--base-url``) and a moto ser
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import psutil
 import pytest
@@ -110,6 +113,34 @@ def stand_in_s3() -> Iterator[str]:
         server.stop()
 
 
+def _load_demo_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("seedance_demo_script", DEMO)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Dataclasses look their module up in sys.modules while the module executes.
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_demo_command_in_the_docs_is_accepted() -> None:
+    demo = _load_demo_module()
+    commands = []
+    for doc in (ROOT / "README.md", ROOT / "docs" / "quickstart.md"):
+        for line in doc.read_text().splitlines():
+            words = shlex.split(line.split("#", 1)[0]) if "dev.py demo" in line else []
+            # Skip prose mentions; keep shell lines (optionally prefixed with VAR=value assignments).
+            while words and "=" in words[0] and not words[0].startswith("-"):
+                words.pop(0)
+            if words[:3] == ["python3", "dev.py", "demo"]:
+                commands.append(words[3:])
+    assert len(commands) >= 5, commands
+    for args in commands:
+        parsed = demo.parse_args(args)
+        assert parsed.real == ("--real" in args)
+
+
 def test_default_demo_runs_the_flagship_dag_end_to_end(tmp_path: Path) -> None:
     result = _run_demo(["--quick", "--output-dir", str(tmp_path)], _demo_env())
 
@@ -160,6 +191,55 @@ def test_real_mode_without_a_token_says_how_to_give_one(stand_in_api: SeedanceEm
     assert result.returncode == 1
     assert "RUNCOMFY_API_TOKEN" in result.stdout
     assert stand_in_api.state.count("submit") == 0
+
+
+def test_real_mode_checks_the_bucket_before_paying_for_a_video(
+    stand_in_api: SeedanceEmulator, stand_in_s3: str
+) -> None:
+    env = _demo_env(RUNCOMFY_API_TOKEN=TEST_TOKEN, AWS_ENDPOINT_URL_S3=stand_in_s3)
+    args = [
+        "--real",
+        "--bucket",
+        "no-such-bucket",
+        "--base-url",
+        stand_in_api.base_url,
+        "--yes-i-will-be-billed",
+    ]
+
+    result = _run_demo(args, env, timeout=120)
+
+    assert result.returncode == 1
+    assert "Cannot use bucket 'no-such-bucket'" in result.stdout
+    assert "Nothing was submitted" in result.stdout
+    assert stand_in_api.state.count("submit") == 0
+    assert "AIRFLOW_HOME=" not in result.stdout
+
+
+def test_failure_excerpt_quotes_the_failed_tasks_log(tmp_path: Path) -> None:
+    from airflow_provider_seedance.testing.local_airflow import TaskInstanceInfo
+
+    log = tmp_path / "attempt=1.log"
+    log.write_text(
+        '{"level": "info", "event": "Submitted a generation: request_id=r1"}\n'
+        '{"level": "error", "event": "Task failed with exception", "error_detail": [{"exc_value": "boom"}]}\n'
+    )
+    failed = TaskInstanceInfo("generate_video", -1, "failed", 1, None, None, None, True, (log,))
+    fine = TaskInstanceInfo("store_video", -1, "upstream_failed", 1, None, None, None, False, ())
+
+    class StubAirflow:
+        def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstanceInfo]:
+            return [failed, fine]
+
+        def log_excerpt(self, lines: int) -> str:
+            return "--- scheduler ---"
+
+    excerpt = _load_demo_module().failure_excerpt(StubAirflow(), "run")
+
+    assert "--- task generate_video (try 1, failed) ---" in excerpt
+    assert "Task failed with exception" in excerpt
+    assert "boom" in excerpt
+    assert "--- task store_video (try 1, upstream_failed) ---" in excerpt
+    assert excerpt.endswith("--- scheduler ---")
 
 
 def test_real_mode_runs_the_same_dag_against_the_real_host_stand_ins(
