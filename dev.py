@@ -35,16 +35,24 @@ def _run(cmd: list[str | Path], **kwargs: object) -> int:
 
 def bootstrap() -> None:
     """Create the virtualenv if needed and sync it with the lock file."""
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 - this file must explain itself on any Python
         sys.exit(f"Python 3.10 or newer is required, this is {sys.version.split()[0]}.")
     python = _bin("python")
     if not python.exists():
         print(f"Creating the virtualenv {VENV} ...", flush=True)
         venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
     uv = _bin("uv")
-    if not uv.exists() or _uv_version(uv) != UV_VERSION:
-        if _run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"uv=={UV_VERSION}"]):
-            sys.exit("Could not install uv into the virtualenv (is the package registry reachable?).")
+    pip_install = [
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        f"uv=={UV_VERSION}",
+    ]
+    if (not uv.exists() or _uv_version(uv) != UV_VERSION) and _run(pip_install):
+        sys.exit("Could not install uv into the virtualenv (is the package registry reachable?).")
     env = dict(os.environ, UV_PROJECT_ENVIRONMENT=str(VENV), VIRTUAL_ENV=str(VENV))
     env.pop("UV_SYSTEM_PYTHON", None)
     # --inexact keeps pip and uv itself, which live in the same virtualenv.
