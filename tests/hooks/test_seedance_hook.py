@@ -172,9 +172,7 @@ def test_test_connection_reports_an_unreachable_host(monkeypatch: pytest.MonkeyP
 def test_submit_status_result_roundtrip(hook: SeedanceHook, emulator: SeedanceEmulator) -> None:
     submitted = hook.submit(MODEL, SeedanceImageToVideoInput.validate_input(PAYLOAD))
     assert submitted.status_url
-    assert submitted.status_url.endswith(
-        f"/v1/requests/{submitted.request_id}/status"
-    )
+    assert submitted.status_url.endswith(f"/v1/requests/{submitted.request_id}/status")
     first = hook.get_status(submitted.request_id)
     assert first.state is RequestStatus.IN_QUEUE
     assert isinstance(first.queue_position, int)
