@@ -25,9 +25,16 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
+from airflow_provider_seedance import cost
+from airflow_provider_seedance.catalog import (
+    SEEDANCE_2_PRO_MODEL_ID,
+    Seedance2ProInput,
+    validate_request_body,
+)
 from airflow_provider_seedance.exceptions import (
     SeedanceConfigurationError,
     SeedanceError,
@@ -69,6 +76,7 @@ from airflow_provider_seedance.operators._request_store import (
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from airflow.sdk.types import TaskInstanceKey
 
@@ -83,6 +91,9 @@ MAX_RETRY_DELAY_FALLBACK = timedelta(days=1)
 
 VIDEO_URL_ATTRIBUTE = "_seedance_video_url"
 """Instance attribute where a running task keeps the URL its extra link shows."""
+
+LINEAGE_IMAGE_FIELDS = ("first_frame_image_url", "image", "image_url", "images")
+"""Input fields whose http(s) URLs are reported to OpenLineage as the generation's input datasets."""
 
 _UNKNOWN = object()
 
@@ -153,6 +164,13 @@ class SeedanceBaseOperator(BaseOperator):
         not); a request still queued then is cancelled and the task fails.
     :param durable: store the request id so a new try of the task re-attaches to the request instead of
         paying for a second one (``task_state_store`` on Airflow 3.3+, an Airflow Variable on 3.0-3.2).
+    :param max_cost_usd: the most one generation may cost, in US dollars. Before submitting, the price is
+        estimated from the model catalog (``base_price_usd`` x ``price_unit``) and the task fails with
+        :class:`~airflow_provider_seedance.exceptions.SeedanceCostLimitError` (no retry, nothing submitted)
+        when the estimate is higher. ``None`` (default): no budget and no catalog call. Not checked again
+        when a retry re-attaches to a request an earlier try already submitted.
+    :param on_unknown_cost: what to do when the price cannot be estimated (catalog endpoint absent, unknown
+        unit or length): ``"allow"`` (default) submits with a warning, ``"fail"`` refuses to submit.
     """
 
     template_fields: Sequence[str] = ("model_id", "seedance_conn_id")
@@ -172,9 +190,15 @@ class SeedanceBaseOperator(BaseOperator):
         poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         durable: bool = True,
+        max_cost_usd: float | None = None,
+        on_unknown_cost: cost.OnUnknownCost = cost.DEFAULT_ON_UNKNOWN,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if on_unknown_cost not in ("allow", "fail"):
+            raise SeedanceConfigurationError(
+                f"on_unknown_cost must be 'allow' or 'fail', got {on_unknown_cost!r}"
+            )
         self.model_id = model_id
         self.seedance_conn_id = seedance_conn_id
         self.wait_for_completion = wait_for_completion
@@ -182,6 +206,9 @@ class SeedanceBaseOperator(BaseOperator):
         self.poll_interval = _positive_seconds(poll_interval, "poll_interval")
         self.timeout = _positive_seconds(timeout, "timeout")
         self.durable = durable
+        self.max_cost_usd = max_cost_usd
+        self.on_unknown_cost = on_unknown_cost
+        self._lineage: dict[str, Any] | None = None
 
     @cached_property
     def hook(self) -> SeedanceHook:
@@ -192,6 +219,17 @@ class SeedanceBaseOperator(BaseOperator):
     def build_request(self) -> tuple[str, dict[str, Any]]:
         """Return ``(model_id, JSON body)`` to submit, validated; raise :class:`SeedanceInputError` otherwise."""
 
+    def before_submit(self, model_id: str, body: dict[str, Any]) -> None:
+        """
+        Run the checks that must pass before a new request is paid for (not on a re-attach).
+
+        The base checks the budget (``max_cost_usd``); subclasses may add checks before it.
+
+        :param model_id: the model the request goes to.
+        :param body: the validated JSON body.
+        """
+        cost.check_budget(self.hook, model_id, body, self.max_cost_usd, on_unknown=self.on_unknown_cost)
+
     # -- execution --------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -201,6 +239,7 @@ class SeedanceBaseOperator(BaseOperator):
         :param context: the task context.
         """
         remember_video_url(self, None)
+        self._lineage = None
         model_id, body = self.build_request()
         store = request_store_for(context, retention=self.state_retention()) if self.durable else None
         if self.durable and store is None:
@@ -312,8 +351,61 @@ class SeedanceBaseOperator(BaseOperator):
         self._request_id = None
         result = finish_event(outcome, model_id=model_id, log=self.log, hook=self.hook)
         remember_video_url(self, result["video_url"])
+        if result.get("cost") is not None:
+            self.log.info("Seedance request %s cost %s USD", result["request_id"], result["cost"])
+        else:
+            self.log.info("Seedance request %s: the API reported no cost", result["request_id"])
+        self._lineage = result
         self._forget(store)
         return result
+
+    # -- OpenLineage ------------------------------------------------------------------------------------
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """
+        Describe the generation for OpenLineage: input images, output videos, request and model ids.
+
+        Inputs are the http(s) image URLs of the request body (``data:`` URIs are not datasets); outputs are
+        the generated video URLs, each named ``namespace=scheme://host``, ``name=path``. Returns ``None``
+        when the OpenLineage provider is not installed or the task produced no result.
+
+        :param task_instance: the finished task instance (unused: this try's result is kept on the task).
+        """
+        result = self._lineage
+        try:
+            from airflow.providers.common.compat.openlineage.facet import Dataset, ExternalQueryRunFacet
+            from airflow.providers.openlineage.extractors import OperatorLineage
+        except ImportError:
+            return None
+        if not result:
+            return OperatorLineage()
+        try:
+            _, body = self.build_request()
+        except SeedanceError:
+            body = {}
+        inputs = [Dataset(namespace=ns, name=name) for ns, name in _url_datasets(_image_urls(body))]
+        outputs = [
+            Dataset(namespace=ns, name=name) for ns, name in _url_datasets(result.get("video_urls") or [])
+        ]
+        run_facets: dict[str, Any] = {}
+        facet = ExternalQueryRunFacet(externalQueryId=str(result["request_id"]), source=self._api_namespace())
+        if facet is not None:
+            # The standard facet for "the id of the job this run started in an external system".
+            run_facets["externalQuery"] = facet
+        return OperatorLineage(
+            inputs=[d for d in inputs if d is not None],
+            outputs=[d for d in outputs if d is not None],
+            run_facets=run_facets,
+        )
+
+    def _api_namespace(self) -> str:
+        """The API's ``scheme://host`` for lineage (the public API's when the connection cannot be read)."""
+        try:
+            base_url = self.hook.config.base_url
+        except Exception:
+            base_url = "https://model-api.runcomfy.net"
+        namespace, _ = _url_dataset(str(base_url)) or ("https://model-api.runcomfy.net", "")
+        return namespace
 
     # -- durability -------------------------------------------------------------------------------------
 
@@ -344,6 +436,7 @@ class SeedanceBaseOperator(BaseOperator):
                 reuse, outcome = self._inspect_previous(previous.request_id)
                 if reuse:
                     return previous.request_id, outcome
+        self.before_submit(model_id, body)
         submitted = self.hook.submit(model_id, body)
         if store is not None:
             self._save(store, StoredRequest(submitted.request_id, model_id, fingerprint))
@@ -444,14 +537,28 @@ class SeedanceSubmitOperator(SeedanceBaseOperator):
     :param poll_interval: seconds between two status reads.
     :param timeout: deadline of the whole generation, seconds from submission.
     :param durable: re-attach a new try to the request an earlier try paid for.
+    :param validate_input: validate ``input`` with the typed model of ``model_id`` from
+        :mod:`airflow_provider_seedance.catalog` (unknown fields and bad values fail before anything is
+        sent) when the catalog knows the model id; an unknown model id is sent as written. ``False``
+        (default): the input is sent as written.
+    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no budget).
+    :param on_unknown_cost: ``"allow"`` (default) or ``"fail"`` when the price cannot be estimated.
     """
 
     template_fields: Sequence[str] = ("model_id", "input", "seedance_conn_id")
     template_fields_renderers: ClassVar[dict[str, str]] = {"input": "json"}
 
-    def __init__(self, *, model_id: str, input: Mapping[str, Any] | str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        input: Mapping[str, Any] | str,
+        validate_input: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model_id=model_id, **kwargs)
         self.input = input
+        self.validate_input = validate_input
 
     def build_request(self) -> tuple[str, dict[str, Any]]:
         """Check the model id and that the input is a JSON object; nothing is sent before this passes."""
@@ -465,7 +572,10 @@ class SeedanceSubmitOperator(SeedanceBaseOperator):
                     "input: must be a mapping of the model's input fields (or a JSON object string), "
                     f"got a string that is not JSON: {data[:80]!r}"
                 ) from None
-        return model_id, payload_to_body(data)
+        body = payload_to_body(data)
+        if self.validate_input:
+            body = validate_request_body(model_id, body)
+        return model_id, body
 
 
 class SeedanceImageToVideoOperator(SeedanceBaseOperator):
@@ -490,6 +600,12 @@ class SeedanceImageToVideoOperator(SeedanceBaseOperator):
     :param poll_interval: seconds between two status reads.
     :param timeout: deadline of the whole generation, seconds from submission.
     :param durable: re-attach a new try to the request an earlier try paid for.
+    :param check_image: before submitting, download the first-frame image (streamed, capped at 30 MB, no
+        credentials) and check the model page's rules (300-6000 px sides, aspect 0.4-2.5, < 30 MB), so a bad
+        image fails the task before it is paid for. Needs Pillow (the ``images`` extra). Off by default:
+        nothing is downloaded unless asked. Runs before the cost check, and not on a re-attach.
+    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no budget).
+    :param on_unknown_cost: ``"allow"`` (default) or ``"fail"`` when the price cannot be estimated.
     """
 
     INPUT_FIELDS: ClassVar[tuple[str, ...]] = (
@@ -514,9 +630,11 @@ class SeedanceImageToVideoOperator(SeedanceBaseOperator):
         generate_audio: bool | str = True,
         camera_fixed: bool | str = True,
         model_id: str = SEEDANCE_1_5_PRO_I2V_MODEL_ID,
+        check_image: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(model_id=model_id, **kwargs)
+        self.check_image = check_image
         self.prompt = prompt
         self.first_frame_image_url = first_frame_image_url
         self.resolution = resolution
@@ -535,6 +653,93 @@ class SeedanceImageToVideoOperator(SeedanceBaseOperator):
         model_id = check_model_id(self.model_id)
         return model_id, SeedanceImageToVideoInput.validate_input(self.input).to_request_body()
 
+    def before_submit(self, model_id: str, body: dict[str, Any]) -> None:
+        """
+        Check the first-frame image when ``check_image`` is set, then the budget.
+
+        :param model_id: the model the request goes to.
+        :param body: the validated JSON body.
+        """
+        if self.check_image:
+            from airflow_provider_seedance.image_checks import check_first_frame_image
+
+            check_first_frame_image(body["first_frame_image_url"])
+        super().before_submit(model_id, body)
+
+
+class SeedanceV2ProOperator(SeedanceBaseOperator):
+    """
+    Generate a video with Seedance 2.0 Pro from a prompt plus optional reference images, clips and sound.
+
+    Every input field is templated and validated with
+    :class:`~airflow_provider_seedance.catalog.Seedance2ProInput` after templating, before any HTTP call.
+    Only the fields you set are sent (``None`` means "not set": RunComfy applies its own default). Returns
+    the same dict as :class:`SeedanceSubmitOperator`.
+
+    :param prompt: what happens in the video (non-empty).
+    :param image_url: up to 9 reference images (http(s) URLs or ``data:image/...;base64,`` URIs); one URL is
+        taken as a one-item list.
+    :param video_url: up to 3 reference clips by public http(s) URL (2-15 s each).
+    :param audio_url: up to 3 audio tracks by public http(s) URL (2-15 s, < 15 MB each).
+    :param aspect_ratio: ``adaptive``, ``16:9``, ``9:16``, ``4:3``, ``3:4``, ``1:1`` or ``21:9``.
+    :param duration: length in seconds, 4 to 15 (the model's default, 5 s, prices a request without it).
+    :param resolution: ``480p`` or ``720p``.
+    :param generate_audio: generate a soundtrack.
+    :param seed: an integer seed for reproducible results.
+    :param model_id: the RunComfy model id.
+    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no budget).
+    :param on_unknown_cost: ``"allow"`` (default) or ``"fail"`` when the price cannot be estimated.
+    """
+
+    INPUT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "prompt",
+        "image_url",
+        "video_url",
+        "audio_url",
+        "aspect_ratio",
+        "duration",
+        "resolution",
+        "generate_audio",
+        "seed",
+    )
+    template_fields: Sequence[str] = ("model_id", *INPUT_FIELDS, "seedance_conn_id")
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        image_url: str | Sequence[str] | None = None,
+        video_url: str | Sequence[str] | None = None,
+        audio_url: str | Sequence[str] | None = None,
+        aspect_ratio: str | None = None,
+        duration: int | str | None = None,
+        resolution: str | None = None,
+        generate_audio: bool | None = None,
+        seed: int | str | None = None,
+        model_id: str = SEEDANCE_2_PRO_MODEL_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model_id=model_id, **kwargs)
+        self.prompt = prompt
+        self.image_url = image_url
+        self.video_url = video_url
+        self.audio_url = audio_url
+        self.aspect_ratio = aspect_ratio
+        self.duration = duration
+        self.resolution = resolution
+        self.generate_audio = generate_audio
+        self.seed = seed
+
+    @property
+    def input(self) -> dict[str, Any]:
+        """The input fields as given (after templating), before validation; ``None`` means not set."""
+        return {name: getattr(self, name) for name in self.INPUT_FIELDS}
+
+    def build_request(self) -> tuple[str, dict[str, Any]]:
+        """Validate the fields with :class:`Seedance2ProInput`; nothing is sent before this passes."""
+        model_id = check_model_id(self.model_id)
+        return model_id, Seedance2ProInput.validate_input(self.input).to_request_body()
+
 
 def _pushed_request_id(context: Context) -> str | None:
     """Return the request id this try pushed to XCom (this task instance's own, mapped or not)."""
@@ -542,6 +747,41 @@ def _pushed_request_id(context: Context) -> str | None:
     # Without explicit map_indexes, xcom_pull returns the values of every mapped instance.
     value = ti.xcom_pull(task_ids=ti.task_id, key=REQUEST_ID_XCOM_KEY, map_indexes=ti.map_index)
     return value if isinstance(value, str) else None
+
+
+def _url_dataset(url: str) -> tuple[str, str] | None:
+    """
+    Name an http(s) URL the OpenLineage way: ``(scheme://host[:port], path)``; ``None`` for anything else.
+
+    Credentials and the query string (a signature, a token) are left out.
+
+    :param url: the URL.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https", "s3", "gs") or not parts.hostname:
+        return None
+    host = parts.hostname + (f":{port}" if port else "")
+    return f"{parts.scheme.lower()}://{host}", parts.path or "/"
+
+
+def _url_datasets(urls: Sequence[object]) -> list[tuple[str, str]]:
+    named = (_url_dataset(url) for url in urls if isinstance(url, str))
+    return [item for item in named if item is not None]
+
+
+def _image_urls(body: Mapping[str, Any]) -> list[str]:
+    """Return the image URLs of a request body (fields of :data:`LINEAGE_IMAGE_FIELDS`), in field order."""
+    urls: list[str] = []
+    for name in LINEAGE_IMAGE_FIELDS:
+        value = body.get(name)
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, str) and item.lower().startswith(("https://", "http://")):
+                urls.append(item)
+    return urls
 
 
 def _positive_seconds(value: object, name: str) -> float:
@@ -554,6 +794,7 @@ __all__ = [
     "SeedanceBaseOperator",
     "SeedanceImageToVideoOperator",
     "SeedanceSubmitOperator",
+    "SeedanceV2ProOperator",
     "SeedanceVideoLink",
     "remember_video_url",
     "video_link",
