@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -454,6 +455,41 @@ def shared_async_client(config: SeedanceConnectionConfig) -> httpx.AsyncClient:
     return client
 
 
+_REQUEST_SLOTS: weakref.WeakKeyDictionary[httpx.AsyncClient, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def request_slot(client: httpx.AsyncClient, timeout: float) -> AsyncIterator[None]:
+    """
+    Hold one of the ``ASYNC_MAX_CONNECTIONS`` request slots of ``client`` while a request runs.
+
+    Requests wait here, in a FIFO semaphore, instead of in httpcore's pool: httpcore 1.0 rescans every
+    queued request against every connection whenever a request enters or leaves the pool
+    (encode/httpcore#1035), so a burst of 1,000 polls into a pool of 20 stalled the event loop for seconds.
+    A semaphore wakes the next waiter in O(1). Waiting longer than ``timeout`` raises
+    :class:`httpx.PoolTimeout`, as httpx's own pool timeout did.
+
+    :param client: a client from :func:`shared_async_client`.
+    :param timeout: the longest wait for a slot, in seconds (the connection's per-call timeout).
+    """
+    slots = _REQUEST_SLOTS.get(client)
+    if slots is None:
+        slots = _REQUEST_SLOTS[client] = asyncio.Semaphore(ASYNC_MAX_CONNECTIONS)
+    if slots.locked():
+        try:
+            await asyncio.wait_for(slots.acquire(), timeout)
+        except asyncio.TimeoutError:
+            raise httpx.PoolTimeout(
+                f"No free connection within {timeout:g} s ({ASYNC_MAX_CONNECTIONS} requests in flight)"
+            ) from None
+    else:
+        await slots.acquire()
+    try:
+        yield
+    finally:
+        slots.release()
+
+
 async def aclose_shared_clients() -> None:
     """Close the shared async clients of the running event loop (tests and benchmarks call this)."""
     clients = _ASYNC_CLIENTS.pop(asyncio.get_running_loop(), {})
@@ -704,7 +740,8 @@ class SeedanceHook(BaseHook):
         async for attempt in async_retrying(call, config.max_retries, config.backoff()):
             with attempt:
                 try:
-                    response = await client.request(method, path, params=params or None)
+                    async with request_slot(client, config.timeout):
+                        response = await client.request(method, path, params=params or None)
                 except httpx.HTTPError as exc:
                     raise transport_error(exc, call=call, request_id=request_id) from None
                 return _parse(
@@ -721,9 +758,11 @@ class SeedanceHook(BaseHook):
         """
         model_id = check_model_id(model_id)
         body = payload_to_body(payload)
-        client = shared_async_client(await self.aget_config())
+        config = await self.aget_config()
+        client = shared_async_client(config)
         try:
-            response = await client.post(f"/v1/models/{model_id}", json=body)
+            async with request_slot(client, config.timeout):
+                response = await client.post(f"/v1/models/{model_id}", json=body)
             submitted = SubmitResponse.model_validate(interpret_response(response, call="submit"))
         except ValidationError as err:
             raise submission_error(
