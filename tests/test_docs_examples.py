@@ -64,7 +64,13 @@ PAGE_SETUP: dict[str, str] = {
 }
 """Names a page's fragments assume (``check_budget(hook, model_id, body, ...)``)."""
 
-RUN_DAGS = {("README.md", 0), ("operators.md", 0), ("operators.md", 2), ("transfer.md", 0)}
+RUN_DAGS = {
+    ("README.md", 0),
+    ("operators.md", 0),
+    ("operators.md", 2),
+    ("trigger-and-sensor.md", 1),
+    ("transfer.md", 0),
+}
 """Blocks whose DAGs are also run with ``dag.test()`` against the emulator (and moto)."""
 
 EXTRA_BUCKETS = {"my-bucket", "my-video-bucket", "seedance-demo"}
