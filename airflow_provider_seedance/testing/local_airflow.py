@@ -177,6 +177,7 @@ class _Component:
     env: dict[str, str]
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
+    killed: bool = False
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -654,6 +655,31 @@ class LocalAirflow:
         psutil.wait_procs(still, timeout=5)
         return len(alive)
 
+    def kill(self, name: str) -> int:
+        """
+        SIGKILL one component, its process group and every descendant, as a crash would; return its pid.
+
+        :meth:`check_alive` then ignores that component (for high-availability tests: kill ``triggerer-2``
+        and check that the other triggerer takes its triggers over).
+
+        :param name: the component, e.g. ``triggerer`` or ``triggerer-2``.
+        """
+        import psutil
+
+        component = next((c for c in self._components if c.name == name), None)
+        if component is None or component.popen is None:
+            raise LocalAirflowError(f"no component {name!r} was started")
+        component.killed = True
+        children: list[Any] = []
+        with contextlib.suppress(psutil.Error):
+            children = psutil.Process(component.popen.pid).children(recursive=True)
+        self._signal_group(component, signal.SIGKILL)
+        for proc in children:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        component.popen.wait(timeout=10)
+        return component.popen.pid
+
     def running_processes(self) -> list[int]:
         """Return the pids of every live process this instance started (components and their children)."""
         import psutil
@@ -673,7 +699,7 @@ class LocalAirflow:
     def check_alive(self) -> None:
         """Raise :class:`LocalAirflowError` with the log's tail when a component has exited."""
         for component in self._components:
-            if component.popen is not None and component.popen.poll() is not None:
+            if component.popen is not None and not component.killed and component.popen.poll() is not None:
                 raise LocalAirflowError(
                     f"Airflow {component.name} exited with code {component.popen.returncode}. "
                     f"Last lines of {component.log_path}:\n{_tail(component.log_path, LOG_EXCERPT_LINES)}"
