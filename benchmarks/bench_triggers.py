@@ -25,8 +25,13 @@ Variants, same N, poll interval, plan and deadline:
 * ``naive``: the common anti-pattern, written below: a new ``httpx.AsyncClient`` for every poll, and a
   status GET *and* a result GET on every poll. It reads its connection once, like ours.
 
-    python benchmarks/bench_triggers.py                    # N=1,000 and 10,000, poll 5 s (~8 min)
-    python benchmarks/bench_triggers.py --n 1000 --variants ours
+``--start spread`` (default) starts trigger *i* at *i*/N of a poll interval, as when tasks defer over time;
+``--start burst`` starts them all at once, as after a triggerer restart. Each trigger's deadline is its
+job's finish + 60 s; the orchestrator stops the trigger process (SIGTERM: it writes what it measured so
+far) 30 s after the last deadline, so a variant that cannot keep up is reported, not waited for.
+
+    python benchmarks/bench_triggers.py                    # N=1,000 and 10,000, poll 5 s (~9 min)
+    python benchmarks/bench_triggers.py --n 10000 --poll 30 --finish 30:90 --variants ours
     python benchmarks/bench_triggers.py --quick            # N=40, poll 1 s, jobs of 2-4 s, prints only
 """
 
