@@ -13,9 +13,10 @@ import ast
 import json
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from airflow.sdk import BaseOperator, Context
 
@@ -38,6 +39,9 @@ from airflow_provider_seedance.transfers._streaming import (
     redact_url,
     source_identity,
 )
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 INDEX_FIELD = "{index}"
 """Replaced by the 0-based position of each video in the destination key or path."""
@@ -215,6 +219,9 @@ class SeedanceTransferBaseOperator(BaseOperator):
         truncated connection, timeout); the budget is renewed whenever the download advances.
     :param download_retry_backoff: the first retry delay in seconds, doubled per attempt (plus jitter);
         a ``Retry-After`` header is honoured.
+    :param asset_extra: more JSON-serialisable metadata for the outlet Asset events (e.g. ``model_id`` or
+        ``duration`` of the generation, which the request's result does not always report). The keys the
+        transfer sets itself (``uris``, ``sha256``, ``sizes``, ``objects``) are never replaced.
     """
 
     template_fields: Sequence[str] = ("request_id", "source_urls")
@@ -230,9 +237,15 @@ class SeedanceTransferBaseOperator(BaseOperator):
         download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT_SECONDS,
         download_max_retries: int = DEFAULT_DOWNLOAD_MAX_RETRIES,
         download_retry_backoff: float = RETRY_WAIT_INITIAL_SECONDS,
+        asset_extra: Mapping[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if asset_extra is not None and not isinstance(asset_extra, (Mapping, str)):
+            raise SeedanceConfigurationError(
+                f"asset_extra: must be a dict of metadata for the Asset events, got {type(asset_extra).__name__}."
+            )
+        self.asset_extra = asset_extra
         self.request_id = request_id
         self.source_urls = source_urls
         self.seedance_conn_id = seedance_conn_id
@@ -240,6 +253,9 @@ class SeedanceTransferBaseOperator(BaseOperator):
         self.download_timeout = download_timeout
         self.download_max_retries = download_max_retries
         self.download_retry_backoff = download_retry_backoff
+        self._request_info: dict[str, Any] = {}
+        self._sources: list[TransferSource] = []
+        self._copied: list[CopiedObject] = []
 
     # -- what subclasses provide -----------------------------------------------------------------------
 
@@ -325,6 +341,7 @@ class SeedanceTransferBaseOperator(BaseOperator):
                 request_id=spec,
                 status=result.status,
             )
+        self._request_info = request_info(spec, result)
         urls = output_video_urls(result.output)
         if not urls:
             raise SeedanceTransferError(
@@ -348,10 +365,13 @@ class SeedanceTransferBaseOperator(BaseOperator):
 
         :param context: the task context.
         """
+        self._request_info, self._sources, self._copied = {}, [], []
+        self.asset_extra = self._checked_asset_extra()
         spec = self.check_source_arguments()
         self.prepare_destination()
         try:
             sources = self.resolve_sources(spec)
+            self._sources = sources
             uris = self.destinations(sources)
             if len(set(uris)) != len(uris):
                 raise SeedanceConfigurationError(
@@ -368,6 +388,7 @@ class SeedanceTransferBaseOperator(BaseOperator):
                 client.close()
         finally:
             self.close_destination()
+        self._copied = copied
         self._publish(context, copied)
         return [item.uri for item in copied]
 
@@ -504,23 +525,152 @@ class SeedanceTransferBaseOperator(BaseOperator):
         outlet_events = context.get("outlet_events")
         if outlet_events is None:
             return
+        common = self._event_extra()
+        per_object = [self._object_extra(item, position) for position, item in enumerate(copied)]
         summary: dict[str, Any] = {
+            **common,
             "uris": [item.uri for item in copied],
             "sha256": [item.sha256 for item in copied],
+            "sizes": [item.size for item in copied],
+            "objects": per_object,
         }
-        request_id = self.request_id if isinstance(self.request_id, str) and self.request_id else None
-        if request_id:
-            summary["request_id"] = request_id.strip()
         for outlet in self.outlets:
             if isinstance(outlet, AssetAlias):
                 # One concrete Asset per video, so downstream DAGs can be scheduled on each new file.
-                for item in copied:
-                    outlet_events[outlet].add(
-                        Asset(item.uri),
-                        extra={"sha256": item.sha256, "size": item.size, "source_url": item.source_url},
-                    )
+                for item, extra in zip(copied, per_object, strict=True):
+                    outlet_events[outlet].add(Asset(item.uri), extra={**common, **extra})
             elif isinstance(outlet, Asset):
                 outlet_events[outlet].extra.update(summary)
+
+    def _checked_asset_extra(self) -> dict[str, Any] | None:
+        """Return ``asset_extra`` after templating as a dict (a rendered JSON object string is accepted)."""
+        value: Any = self.asset_extra
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        if not isinstance(value, Mapping):
+            raise SeedanceConfigurationError(
+                f"asset_extra: must be a dict (or a JSON object string) of metadata for the Asset events, "
+                f"got {self.asset_extra!r:.80}. Nothing was copied."
+            )
+        return dict(value)
+
+    def _event_extra(self) -> dict[str, Any]:
+        """The metadata every Asset event of this run carries: the user's ``asset_extra``, then the request's."""
+        extra: dict[str, Any] = self._checked_asset_extra() or {}
+        request_id = self.request_id.strip() if isinstance(self.request_id, str) else None
+        if request_id:
+            extra["request_id"] = request_id
+        extra.update({k: v for k, v in self._request_info.items() if v is not None})
+        return extra
+
+    def _object_extra(self, item: CopiedObject, position: int) -> dict[str, Any]:
+        """The metadata of one copied file: where it is, its size and digest, where it came from."""
+        source = self._sources[position] if position < len(self._sources) else None
+        extra: dict[str, Any] = {
+            "uri": item.uri,
+            "sha256": item.sha256,
+            "size": item.size,
+            "source_url": item.source_url,
+        }
+        if source is not None:
+            extra["index"] = source.index
+            if source.request_id:
+                extra["request_id"] = source.request_id
+        return extra
+
+    # -- OpenLineage --------------------------------------------------------------------------------------
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """
+        Describe the copy for OpenLineage: the source URLs in, one dataset per destination object out.
+
+        Inputs are named ``namespace=scheme://host``, ``name=path`` (no query string, no credentials);
+        outputs follow the Amazon provider's convention, ``namespace=s3://bucket``, ``name=key`` (likewise
+        ``gs://bucket`` or ``file``/path for other object stores). Returns ``None`` when the OpenLineage
+        provider is not installed.
+
+        :param task_instance: the finished task instance (unused: this try's copies are kept on the task).
+        """
+        try:
+            from airflow.providers.common.compat.openlineage.facet import Dataset
+            from airflow.providers.openlineage.extractors import OperatorLineage
+        except ImportError:
+            return None
+        inputs = [
+            Dataset(namespace=ns, name=name) for ns, name in map(uri_dataset, self._source_urls()) if ns
+        ]
+        outputs = [
+            Dataset(namespace=ns, name=name) for ns, name in (uri_dataset(c.uri) for c in self._copied) if ns
+        ]
+        return OperatorLineage(
+            inputs=[d for d in inputs if d is not None],
+            outputs=[d for d in outputs if d is not None],
+        )
+
+    def _source_urls(self) -> list[str]:
+        seen: list[str] = []
+        for url in [source.url for source in self._sources] or [item.source_url for item in self._copied]:
+            if url not in seen:
+                seen.append(url)
+        return seen
+
+
+def uri_dataset(uri: str) -> tuple[str, str]:
+    """
+    Name a URI the OpenLineage way: ``(namespace, name)``; ``("", "")`` when it cannot be named.
+
+    ``s3://bucket/key`` gives ``("s3://bucket", "key")`` (the Amazon provider's convention),
+    ``https://host:port/path?sig`` gives ``("https://host:port", "/path")`` and ``file:///p`` gives
+    ``("file", "/p")``. Credentials and query strings are never part of a name.
+
+    :param uri: the URI.
+    """
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return "", ""
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return "file", parts.path or "/"
+    if not scheme or not parts.hostname:
+        return "", ""
+    host = parts.hostname + (f":{port}" if port else "")
+    if scheme in ("http", "https"):
+        return f"{scheme}://{host}", parts.path or "/"
+    # Object stores: the bucket is the namespace, the key (no leading slash) the name.
+    return f"{scheme}://{host}", parts.path.lstrip("/") or "/"
+
+
+def request_info(request_id: str, result: Any) -> dict[str, Any]:
+    """
+    Return what a request's result says about the generation: ``model_id`` and ``duration`` when reported.
+
+    The documented result has neither, so both are optional: they are read from the result's extra keys (or
+    its ``input``), then from its output.
+
+    :param request_id: the request.
+    :param result: the :class:`~airflow_provider_seedance.models.ResultResponse`.
+    """
+    extra: Mapping[str, Any] = getattr(result, "model_extra", None) or {}
+    output: Mapping[str, Any] = getattr(result, "output", None) or {}
+    raw_input = extra.get("input")
+    given: Mapping[str, Any] = raw_input if isinstance(raw_input, Mapping) else {}
+    info: dict[str, Any] = {"request_id": request_id}
+    model_id = extra.get("model_id") or extra.get("model")
+    if isinstance(model_id, str) and model_id:
+        info["model_id"] = model_id
+    for source in (extra, given, output):
+        duration = source.get("duration")
+        if isinstance(duration, (int, float)) and not isinstance(duration, bool) and duration > 0:
+            info["duration"] = duration
+            break
+    return info
 
 
 __all__ = [
@@ -535,4 +685,6 @@ __all__ = [
     "TransferWriter",
     "expand_index",
     "parse_source_urls",
+    "request_info",
+    "uri_dataset",
 ]

@@ -786,11 +786,16 @@ class SeedanceToS3Operator(SeedanceTransferBaseOperator):
     :param download_timeout: seconds allowed to connect to the source and between two reads.
     :param download_max_retries: retries of a download after a transient failure (renewed on progress).
     :param download_retry_backoff: first retry delay in seconds, doubled per attempt.
+    :param asset_extra: more metadata for the outlet Asset events (templated), e.g.
+        ``{"model_id": "{{ ti.xcom_pull('generate')['model_id'] }}", "duration": 5}``. Each event's extra
+        already holds ``request_id`` (with a ``request_id`` source), ``uris``, ``sha256``, ``sizes`` and
+        ``objects`` (per file: ``uri``, ``sha256``, ``size``, ``source_url``, ``index``); an
+        :class:`~airflow.sdk.AssetAlias` outlet gets one event per file with those keys flat.
     :return: the ``s3://bucket/key`` URI of every video, in source order. XCom ``objects`` holds the details
         (size, sha256, content type, skipped).
     """
 
-    template_fields: Sequence[str] = ("request_id", "source_urls", "dest_bucket", "dest_key")
+    template_fields: Sequence[str] = ("request_id", "source_urls", "dest_bucket", "dest_key", "asset_extra")
     ui_color = "#c4b5fd"
 
     def __init__(
