@@ -259,3 +259,55 @@ def test_page_examples_run(
                 )
         ran += 1
     assert ran, f"every python block of {page} is skipped"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The reference pages name every parameter and every exception the code has
+# ---------------------------------------------------------------------------------------------------------
+
+REFERENCE: list[tuple[str, str, str]] = [
+    ("operators.md", "airflow_provider_seedance.operators.seedance", "SeedanceBaseOperator"),
+    ("operators.md", "airflow_provider_seedance.operators.seedance", "SeedanceImageToVideoOperator"),
+    ("operators.md", "airflow_provider_seedance.operators.seedance", "SeedanceSubmitOperator"),
+    ("trigger-and-sensor.md", "airflow_provider_seedance.triggers.seedance", "SeedanceRequestTrigger"),
+    ("trigger-and-sensor.md", "airflow_provider_seedance.sensors.seedance", "SeedanceRequestSensor"),
+    ("connection.md", "airflow_provider_seedance.hooks.seedance", "SeedanceHook"),
+]
+
+
+@pytest.mark.parametrize(("page", "module", "name"), REFERENCE, ids=lambda v: str(v).rsplit(".", 1)[-1])
+def test_reference_pages_name_every_parameter(page: str, module: str, name: str) -> None:
+    import importlib
+    import inspect
+
+    cls = getattr(importlib.import_module(module), name)
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    params = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    missing = [p for p in params if f"`{p}`" not in text and f"{p}=" not in text]
+    assert not missing, f"{page} does not document {name}'s parameters {missing}"
+
+
+def test_troubleshooting_names_every_exception_and_error_code() -> None:
+    from airflow_provider_seedance import exceptions
+
+    text = (ROOT / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    missing = [name for name in exceptions.__all__ if f"`{name}`" not in text]
+    assert not missing, f"troubleshooting.md does not explain {missing}"
+    for code in ("400001", "403001", "404001", "400002", "400004", "401", "402", "429", "5xx"):
+        assert code in text, code
+
+
+def test_the_connection_extras_are_documented() -> None:
+    from airflow_provider_seedance.get_provider_info import get_provider_info
+
+    (conn_type,) = get_provider_info()["connection-types"]
+    text = (ROOT / "docs" / "connection.md").read_text(encoding="utf-8")
+    for extra, field in conn_type["conn-fields"].items():
+        assert f"`{extra}`" in text, extra
+        assert field["label"] in text, field["label"]
+    for label in conn_type["ui-field-behaviour"]["relabeling"].values():
+        assert label in text, label
