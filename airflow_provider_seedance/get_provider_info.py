@@ -51,7 +51,12 @@ def get_provider_info() -> dict[str, Any]:
                 "source-integration-name": integration,
                 "target-integration-name": "Amazon Simple Storage Service (S3)",
                 "python-module": "airflow_provider_seedance.transfers.seedance_to_s3",
-            }
+            },
+            {
+                "source-integration-name": integration,
+                "target-integration-name": "Common IO",
+                "python-module": "airflow_provider_seedance.transfers.seedance_to_object_storage",
+            },
         ],
         "connection-types": [
             {
