@@ -236,7 +236,7 @@ class SeedanceToObjectStorageOperator(SeedanceTransferBaseOperator):
     :return: the URI of every copied file, in source order.
     """
 
-    template_fields: Sequence[str] = ("request_id", "source_urls", "dest_path")
+    template_fields: Sequence[str] = ("request_id", "source_urls", "dest_path", "asset_extra")
     ui_color = "#c4b5fd"
 
     def __init__(
