@@ -51,7 +51,11 @@ def bootstrap() -> None:
         "--disable-pip-version-check",
         f"uv=={UV_VERSION}",
     ]
-    if (not uv.exists() or _uv_version(uv) != UV_VERSION) and _run(pip_install):
+    needs_uv = not uv.exists() or _uv_version(uv) != UV_VERSION
+    if needs_uv and subprocess.call([str(python), "-m", "pip", "--version"], stdout=subprocess.DEVNULL) != 0:
+        # A virtualenv made by uv itself has no pip: give it one before installing the pinned uv.
+        _run([python, "-m", "ensurepip", "--upgrade"])
+    if needs_uv and _run(pip_install):
         sys.exit("Could not install uv into the virtualenv (is the package registry reachable?).")
     env = dict(os.environ, UV_PROJECT_ENVIRONMENT=str(VENV), VIRTUAL_ENV=str(VENV))
     env.pop("UV_SYSTEM_PYTHON", None)
