@@ -133,6 +133,17 @@ def machine_notes() -> dict[str, str]:
     return notes
 
 
+def finish_notes(notes: dict[str, str]) -> dict[str, str]:
+    """
+    Add the load average at the end of a run to notes taken by :func:`machine_notes` at its start.
+
+    :param notes: the notes (changed in place and returned).
+    """
+    with contextlib.suppress(OSError):
+        notes["load average (1/5/15 min) at end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return notes
+
+
 def notes_block(notes: Mapping[str, str]) -> str:
     """
     Render environment notes as a Markdown list.

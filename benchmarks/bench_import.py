@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     PYTHON,
+    finish_notes,
     fmt,
     machine_notes,
     markdown_table,
@@ -232,7 +233,12 @@ def importtime_offenders(env: dict[str, str], cwd: Path) -> tuple[list[ImportTim
 
 
 def render(
-    results: list[Samples], offenders: list[ImportTime], ours: list[ImportTime], repeat: int, quick: bool
+    results: list[Samples],
+    offenders: list[ImportTime],
+    ours: list[ImportTime],
+    repeat: int,
+    quick: bool,
+    notes: dict[str, str],
 ) -> tuple[str, list[str]]:
     """
     Build the Markdown report and the verdict lines.
@@ -242,6 +248,7 @@ def render(
     :param ours: the provider's own entries.
     :param repeat: samples per configuration.
     :param quick: whether this was a quick run.
+    :param notes: the environment notes taken at the start.
     """
     sdk_cpu = [v for r in results for v in r.sdk_ms("cpu")]
     sdk_wall = [v for r in results for v in r.sdk_ms("wall")]
@@ -333,7 +340,7 @@ def render(
         ),
         "## Environment",
         "",
-        notes_block(machine_notes()),
+        notes_block(finish_notes(notes)),
         "",
     ]
     return "\n".join(parts), verdicts
@@ -385,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [
         Samples(label, [module] if module else list(MODULES.values())) for label, module in configs.items()
     ]
+    notes = machine_notes()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="seedance-bench-import-") as tmp:
         home = Path(tmp) / "airflow-home"
@@ -397,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_sample(samples, env, Path(tmp))
             print(f"round {round_no + 1}/{args.repeat} done ({time.monotonic() - started:.0f} s)", flush=True)
         offenders, ours = importtime_offenders(env, Path(tmp)) if not args.quick else ([], [])
-    report, _ = render(results, offenders, ours, args.repeat, args.quick)
+    report, _ = render(results, offenders, ours, args.repeat, args.quick, notes)
     print(report)
     path = write_result("import", report, args.output)
     if path is not None:

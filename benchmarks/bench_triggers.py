@@ -62,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     PYTHON,
     MiB,
+    finish_notes,
     fmt,
     free_port,
     loadavg,
@@ -1026,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
             *sections,
             "## Environment",
             "",
-            notes_block(notes),
+            notes_block(finish_notes(notes)),
             "",
         ]
     )

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     PYTHON,
+    finish_notes,
     fmt,
     machine_notes,
     median,
@@ -275,7 +276,7 @@ def run_local(job_seconds: float, poll: float, runs: int, tmp: Path) -> tuple[li
                     time.sleep(SAMPLE_SECONDS * 2)
                     times = sampler.stop()
                     ti = next(t for t in airflow.task_instances(dag_id, run_id) if t.task_id == TASK_ID)
-                    worker_records = []
+                    worker_records: list[dict[str, Any]] = []
                     for path in ti.log_files:
                         if ".trigger." not in path.name:
                             from airflow_provider_seedance.testing.local_airflow import read_log_records
@@ -426,7 +427,12 @@ def run_dag_test(job_seconds: float, poll: float, tmp: Path) -> list[RunFigures]
 
 
 def render(
-    figures: list[RunFigures], job_seconds: float, poll: float, quick: bool, startup: float | None
+    figures: list[RunFigures],
+    job_seconds: float,
+    poll: float,
+    quick: bool,
+    startup: float | None,
+    notes: dict[str, str],
 ) -> str:
     """
     Build the Markdown report.
@@ -436,6 +442,7 @@ def render(
     :param poll: the poll interval.
     :param quick: whether this was the ``dag.test()`` mode.
     :param startup: seconds until the LocalAirflow was ready (full mode).
+    :param notes: the environment notes taken at the start.
     """
     by_mode = {mode: [f for f in figures if f.mode == mode] for mode in MODES}
 
@@ -515,7 +522,7 @@ def render(
     ]
     if startup is not None:
         lines += [f"LocalAirflow took {startup:.0f} s to start (migrate + four components).", ""]
-    lines += ["## Environment", "", notes_block(machine_notes()), ""]
+    lines += ["## Environment", "", notes_block(finish_notes(notes)), ""]
     return "\n".join(lines)
 
 
@@ -545,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.job_seconds <= 0 or args.poll <= 0 or args.runs < 1:
         parser.error("--job-seconds and --poll must be positive, --runs at least 1")
+    notes = machine_notes()
     with tempfile.TemporaryDirectory(prefix="seedance-bench-slot-") as tmp:
         if args.quick:
             args.job_seconds = 2.0 if args.job_seconds == 20.0 else args.job_seconds
@@ -554,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
             startup = None
         else:
             figures, startup = run_local(args.job_seconds, args.poll, args.runs, Path(tmp))
-    report = render(figures, args.job_seconds, args.poll, args.quick, startup)
+    report = render(figures, args.job_seconds, args.poll, args.quick, startup, notes)
     print(report)
     path = write_result("worker_slot", report, args.output)
     if path is not None:
