@@ -74,7 +74,7 @@ DIRECT = 188
 SYNC_SHARE = 0.2
 """Share of the direct generations that poll in a worker thread instead of a trigger."""
 
-COPY_SHARE = 0.35
+COPY_SHARE = 0.3
 """Share of the direct generations whose video is then copied to S3 (the real operator, outside Airflow)."""
 
 BIG_SHARE = 0.1
@@ -102,8 +102,9 @@ UPLOAD_PART_FAILURE_PROBABILITY = 0.35
 DEADLINE_SECONDS = 6.0
 """The trigger's (and the worker loop's) ``end_time``, from submission."""
 
-HANG_MARGIN_SECONDS = 10.0
-"""A wait still running this long after its deadline is a hang (the test fails)."""
+HANG_MARGIN_SECONDS = 30.0
+"""A wait still running this long after its deadline is a hang (the test fails). Generous: one last poll
+may legitimately take (max_retries + 1) x (call timeout + backoff), stretched on a starved CPU."""
 
 CHAOS_CONN_ID = "seedance_chaos"
 CALL_TIMEOUT = 0.4
