@@ -321,6 +321,7 @@ class LagTicker:
     def __init__(self) -> None:
         self.samples: list[tuple[float, float]] = []
         self.stopped = False
+        self.last_tick = time.monotonic()
 
     async def run(self) -> None:
         """Tick until :attr:`stopped` is set; each sample is (wall time, lag in seconds)."""
@@ -328,7 +329,54 @@ class LagTicker:
         while not self.stopped:
             before = loop.time()
             await asyncio.sleep(TICK_SECONDS)
+            self.last_tick = time.monotonic()
             self.samples.append((time.time(), loop.time() - before - TICK_SECONDS))
+
+
+class StallSampler(threading.Thread):
+    """
+    While the ticker has not ticked for over a second (a stalled event loop), sample the main thread's
+    stack every 250 ms, so a report can say what the loop was busy with.
+
+    :param ticker: the lag ticker whose heartbeat is watched.
+    """
+
+    STALL_SECONDS = 1.0
+    EVERY_SECONDS = 0.25
+
+    def __init__(self, ticker: LagTicker) -> None:
+        super().__init__(daemon=True)
+        self.ticker = ticker
+        self.main = threading.main_thread().ident
+        self.where: dict[str, int] = {}
+        self.samples = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import traceback
+
+        while not self._halt.wait(self.EVERY_SECONDS):
+            if time.monotonic() - self.ticker.last_tick < self.STALL_SECONDS or self.main is None:
+                continue
+            frame = sys._current_frames().get(self.main)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)[::-1]
+            key = " <- ".join(f"{f.name} ({Path(f.filename).name}:{f.lineno})" for f in stack[:5])
+            self.where[key] = self.where.get(key, 0) + 1
+            self.samples += 1
+
+    def top(self, count: int = 5) -> list[tuple[str, int]]:
+        """
+        The most sampled stacks while stalled.
+
+        :param count: how many.
+        """
+        return sorted(self.where.items(), key=lambda item: -item[1])[:count]
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self._halt.set()
 
 
 async def _noise_floor() -> list[float]:
@@ -361,6 +409,7 @@ class WorkerRun:
         self.floor: list[float] = []
         self.jobs: list[tuple[str, float]] = []
         self.ticker = LagTicker()
+        self.stalls = StallSampler(self.ticker)
         self.events: dict[str, tuple[float, str]] = {}
         self.errors: list[str] = []
         self.error_count = 0
@@ -379,6 +428,7 @@ class WorkerRun:
         :param use_greenback: enter a greenback portal in each trigger task, as the triggerer does.
         """
         tick = asyncio.create_task(self.ticker.run())
+        self.stalls.start()
 
         async def one(trigger: Any, delay: float) -> None:
             if delay:
@@ -418,6 +468,7 @@ class WorkerRun:
         if self.written:
             return
         self.written = True
+        self.stalls.stop()
         profile: dict[str, float] | None = None
         if self.profiler is not None:
             self.profiler.disable()
@@ -442,6 +493,8 @@ class WorkerRun:
                     "started": self.started,
                     "jobs": self.jobs,
                     "profile": profile,
+                    "stall_samples": self.stalls.samples,
+                    "stalls": self.stalls.top(),
                 }
             )
         )
@@ -498,13 +551,17 @@ def worker(
     run.write(killed=False)
 
 
+IDLE_GROUP = "idle: waiting in epoll (not CPU)"
+
 PROFILE_GROUPS = (
+    (IDLE_GROUP, ("select.epoll",)),
+    ("ssl (a new SSL context per client: CA bundle load)", ("ssl", "certifi")),
     ("this provider", ("airflow_provider_seedance",)),
     ("httpx", ("/httpx/",)),
     ("httpcore", ("/httpcore/",)),
     ("anyio + sniffio", ("/anyio/", "/sniffio/")),
     ("h11 (HTTP/1.1 parser)", ("/h11/",)),
-    ("asyncio + selectors + socket", ("/asyncio/", "selectors.py", "socket.py", "_socket", "select.epoll")),
+    ("asyncio + selectors + socket", ("/asyncio/", "selectors.py", "socket.py", "_socket")),
     ("greenback", ("/greenback/", "/outcome/", "greenlet")),
     ("logging (structlog, logging)", ("/structlog/", "/logging/")),
     ("tenacity", ("/tenacity/",)),
@@ -904,13 +961,22 @@ def render_n(
                 cells.append(f"{prof.get(group, 0.0):.1f} s ({100 * prof.get(group, 0.0) / total:.0f}%)")
             prow.append((group, cells))
         parts += [
-            "Where the trigger process's CPU goes (cProfile own time by package, under profiling, which slows "
-            "everything; shares matter, not seconds):",
+            "Where the trigger process's time goes (cProfile own time by package, shares of the busy time; "
+            "profiling slows everything, so the shares matter, not the seconds):",
             "",
             side_by_side(labels_p, prow),
             "",
         ]
     for variant, data in results.items():
+        if data.get("stalls"):
+            seconds = data["stall_samples"] * StallSampler.EVERY_SECONDS
+            parts += [
+                f"{LABELS[variant]}: the event loop was stalled (no tick for > 1 s) for about {seconds:.0f} s in "
+                "all; the main thread's stack, sampled every 250 ms during stalls (innermost first):",
+                "",
+                *[f"- {count} x `{where}`" for where, count in data["stalls"]],
+                "",
+            ]
         if "failed" in data:
             parts += [
                 f"{LABELS[variant]} FAILED ({data['failed']}); log tail:",
