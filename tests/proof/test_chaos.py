@@ -41,7 +41,11 @@ from airflow.sdk import DAG
 
 from airflow_provider_seedance.exceptions import SeedanceError
 from airflow_provider_seedance.hooks.seedance import SeedanceHook, aclose_shared_clients
-from airflow_provider_seedance.models import SeedanceImageToVideoInput, SeedanceTriggerEvent
+from airflow_provider_seedance.models import (
+    SeedanceImageToVideoInput,
+    SeedanceInputModel,
+    SeedanceTriggerEvent,
+)
 from airflow_provider_seedance.operators._lifecycle import RequestTracker, finish_event, wait_for_request
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.testing import EmulatorState, Fault, JobPlan, SeedanceEmulator
@@ -195,7 +199,7 @@ def classify(error: BaseException | None) -> tuple[Ending, str]:
     return "unclean", f"{type(error).__name__}: {error!r}"
 
 
-def input_for(marker: str) -> SeedanceImageToVideoInput:
+def input_for(marker: str) -> SeedanceInputModel:
     """
     Return the typed input of one generation (the marker in its prompt).
 
@@ -303,7 +307,7 @@ def copy_to_s3(marker: str, request_id: str) -> BaseException | None:
         download_retry_backoff=0.05,
     )
     try:
-        operator.execute({"ti": _XComSink()})  # type: ignore[arg-type]
+        operator.execute({"ti": _XComSink()})  # type: ignore[arg-type,typeddict-item]
     except Exception as exc:
         return exc
     return None
@@ -355,7 +359,7 @@ def run_dag_generations(run: int, deferrable: bool, errors: ErrorLog, rng: rando
     :param rng: picks small or large videos.
     """
     pairs: list[tuple[str, str]] = []
-    retry = {
+    retry: dict[str, Any] = {
         "retries": 1,
         "retry_delay": timedelta(0),
         "on_retry_callback": errors.callback,
@@ -397,9 +401,9 @@ def run_dag_generations(run: int, deferrable: bool, errors: ErrorLog, rng: rando
     seconds = time.monotonic() - started
     tis = {task_id: ti for (task_id, _), ti in task_instances(dag_run).items()}
     generations = []
-    for marker, index in pairs:
-        states = (str(tis[f"gen-{index}"].state), str(tis[f"store-{index}"].state))
-        tried = errors.of(dag_run.dag_id, f"gen-{index}") + errors.of(dag_run.dag_id, f"store-{index}")
+    for marker, number in pairs:
+        states = (str(tis[f"gen-{number}"].state), str(tis[f"store-{number}"].state))
+        tried = errors.of(dag_run.dag_id, f"gen-{number}") + errors.of(dag_run.dag_id, f"store-{number}")
         last = tried[-1].error if tried else None
         if states == ("success", "success"):
             ending, detail = classify(None)
@@ -421,8 +425,8 @@ class ChaosReport:
     """What the chaos run produced."""
 
     generations: list[Generation]
-    jobs_per_marker: Counter[str]
-    posts_per_marker: Counter[str]
+    jobs_per_marker: Counter[str | None]
+    posts_per_marker: Counter[str | None]
     faults_hit: Counter[str]
     upload_parts_failed: int
     leftovers: int

@@ -256,9 +256,15 @@ def _submit_cases() -> list[OperatorCase]:
 def _read_cases(endpoint: Literal["status", "result"]) -> list[OperatorCase]:
     """Faults of the status and result reads (``skip=1`` on status: the trigger's polls meet them)."""
     skip = 1 if endpoint == "status" else 0
-    first = {"endpoint": endpoint, "skip": skip}
-    ok = {"state": "success", "tries": 1, "posts": 1, "jobs": 1}
-    reattached = {"state": "success", "tries": 2, "posts": 1, "jobs": 1, "names_request": True}
+    first: dict[str, Any] = {"endpoint": endpoint, "skip": skip}
+    ok: dict[str, Any] = {"state": "success", "tries": 1, "posts": 1, "jobs": 1}
+    reattached: dict[str, Any] = {
+        "state": "success",
+        "tries": 2,
+        "posts": 1,
+        "jobs": 1,
+        "names_request": True,
+    }
     cases = [
         OperatorCase(
             f"{endpoint}-429", http(429, retry_after=RETRY_AFTER, times=2, **first), faulted=2, **ok
@@ -595,7 +601,7 @@ def matrix(module_emulator: SeedanceEmulator, module_patch: pytest.MonkeyPatch) 
         {f"matrix/{c.id}/": c.upload_part_failures for c in TRANSFER_CASES if c.upload_part_failures != 0}
     )
     upload_faults.install(module_patch)
-    callbacks = {
+    callbacks: dict[str, Any] = {
         "retries": TASK_RETRIES,
         "retry_delay": timedelta(0),
         "on_retry_callback": errors.callback,

@@ -20,7 +20,7 @@ import base64
 import inspect
 import json
 import string
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from airflow.sdk import BaseOperator
@@ -41,6 +41,8 @@ from airflow_provider_seedance.operators.seedance import (
 from tests.operators._dag_support import FakeTaskInstance, FakeTaskStateStore, make_context
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+
     from airflow_provider_seedance.testing import SeedanceEmulator
 
 PROPERTIES = settings(
@@ -233,11 +235,20 @@ def submit_through(operator: Any, api: SeedanceEmulator) -> Any:
     """
     ti = FakeTaskInstance()
     try:
-        result = operator.execute(make_context(ti, FakeTaskStateStore()))
+        result = operator.execute(new_context(ti))
     finally:
         operator.hook.close()
     assert ti.xcom_values["request_id"] == result["request_id"]
     return result
+
+
+def new_context(ti: FakeTaskInstance | None = None) -> Context:
+    """
+    Return a task context with a fresh task instance and task state store.
+
+    :param ti: the task instance (a new one when ``None``).
+    """
+    return cast("Context", make_context(ti or FakeTaskInstance(), FakeTaskStateStore()))
 
 
 def exact(body: Any) -> str:
@@ -284,7 +295,7 @@ def test_invalid_typed_input_names_the_field_and_sends_nothing(
     api.reset()
     operator = i2v(**kwargs)
     with pytest.raises(SeedanceInputError) as caught:
-        operator.execute(make_context(FakeTaskInstance(), FakeTaskStateStore()))
+        operator.execute(new_context())
     assert [error["field"] for error in caught.value.errors] == [field]
     assert f"- {field}: " in str(caught.value)
     assert "nothing was sent to the API" in str(caught.value)
@@ -332,7 +343,7 @@ def test_invalid_model_id_is_refused(api: SeedanceEmulator, model_id: Any) -> No
     ]
     for operator in operators:
         with pytest.raises(SeedanceInputError, match=r"^model_id: "):
-            operator.execute(make_context(FakeTaskInstance(), FakeTaskStateStore()))
+            operator.execute(new_context())
     assert api.state.count() == 0
 
 
@@ -396,5 +407,5 @@ def test_invalid_generic_input_is_refused(api: SeedanceEmulator, data: Any) -> N
         task_id="generic", model_id=GENERIC_MODEL, input=data, wait_for_completion=False
     )
     with pytest.raises(SeedanceInputError, match=r"^input: "):
-        operator.execute(make_context(FakeTaskInstance(), FakeTaskStateStore()))
+        operator.execute(new_context())
     assert api.state.count() == 0

@@ -115,6 +115,7 @@ def metadata_db_rows() -> list[str]:
 
     rows: list[str] = []
     engine = settings.engine
+    assert engine is not None, "the metadata DB is not configured"
     with engine.connect() as connection:
         for table in inspect(engine).get_table_names():
             if table == "connection":
@@ -176,7 +177,7 @@ def debug_logging() -> Iterator[Recorder]:
 
 def _audit_dag(errors: ErrorLog) -> DAG:
     """One DAG with every operator, sensor and transfer path, failures included."""
-    fast = {
+    fast: dict[str, Any] = {
         "poll_interval": 0.1,
         "on_failure_callback": errors.callback,
         "on_retry_callback": errors.callback,
