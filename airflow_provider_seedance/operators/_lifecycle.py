@@ -71,12 +71,14 @@ class TaskLogger(Protocol):
 
 def default_deferrable() -> bool:
     """
-    Return ``[operators] default_deferrable`` when the deployment sets it, else ``True``.
+    Return ``[operators] default_deferrable`` when the deployment chose a value, else ``True``.
 
-    Airflow ships that option with a built-in default of ``False``; a plain ``conf.getboolean`` would
-    therefore never let a long video generation free its worker slot unless every deployment opted in.
-    So the option is honoured only when it is set explicitly (environment, ``airflow.cfg``, command or
-    secret), and the provider's own default is deferrable.
+    Airflow's built-in default for that option is ``False``, and Airflow 3 writes every option, that one
+    included, into the ``airflow.cfg`` it creates on first start. A plain ``conf.getboolean`` would therefore
+    never let a long video generation free its worker slot unless every deployment opted in. So the option
+    counts as chosen when it is set in the environment (``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE``, or its
+    ``_CMD`` / ``_SECRET`` forms), or when ``airflow.cfg`` holds a value other than Airflow's built-in
+    default; a file that only repeats the default keeps this provider's default, deferrable.
     """
     try:
         from airflow.sdk import conf
@@ -84,12 +86,25 @@ def default_deferrable() -> bool:
         from airflow.configuration import conf  # type: ignore[no-redef,assignment]
 
     prefix = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"
-    in_env = any(name in os.environ for name in (prefix, f"{prefix}_CMD", f"{prefix}_SECRET"))
-    # ConfigParser.has_option looks at the parsed airflow.cfg only, not at Airflow's built-in defaults.
-    in_file = ConfigParser.has_option(conf, "operators", "default_deferrable")
-    if in_env or in_file:
+    if any(name in os.environ for name in (prefix, f"{prefix}_CMD", f"{prefix}_SECRET")):
         return conf.getboolean("operators", "default_deferrable", fallback=True)
+    # ConfigParser.has_option looks at the parsed airflow.cfg only, not at Airflow's built-in defaults.
+    if ConfigParser.has_option(conf, "operators", "default_deferrable"):
+        value = conf.getboolean("operators", "default_deferrable", fallback=True)
+        if value != _airflow_default_deferrable(conf):
+            return value
     return True
+
+
+def _airflow_default_deferrable(conf: Any) -> bool:
+    """
+    Return Airflow's built-in default for ``[operators] default_deferrable`` (``False`` in every 3.x).
+
+    :param conf: Airflow's configuration object.
+    """
+    getter = getattr(conf, "get_default_value", None)
+    raw = getter("operators", "default_deferrable", fallback="false") if getter else "false"
+    return str(raw).strip().lower() in {"true", "t", "1"}
 
 
 def format_deadline(end_time: float) -> str:

@@ -127,6 +127,47 @@ def test_deferrable_default_honours_operators_default_deferrable(
     assert i2v(deferrable=not expected).deferrable is (not expected)
 
 
+@pytest.mark.parametrize(
+    ("in_file", "env", "expected"),
+    [
+        # Airflow 3 writes every option into a new airflow.cfg: a file repeating the built-in false
+        # must not switch deferral off ...
+        ("false", None, True),
+        # ... a file that chose true, or the environment, is honoured.
+        ("true", None, True),
+        ("false", "false", False),
+        ("true", "false", False),
+    ],
+)
+def test_deferrable_default_with_a_written_airflow_cfg(
+    monkeypatch: pytest.MonkeyPatch, in_file: str, env: str | None, expected: bool
+) -> None:
+    from configparser import ConfigParser
+
+    from airflow.sdk import conf
+
+    had_section = ConfigParser.has_section(conf, "operators")
+    if not had_section:
+        ConfigParser.add_section(conf, "operators")
+    had = ConfigParser.has_option(conf, "operators", "default_deferrable")
+    previous = ConfigParser.get(conf, "operators", "default_deferrable", raw=True) if had else None
+    monkeypatch.delenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", raising=False)
+    if env is not None:
+        monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", env)
+    ConfigParser.set(conf, "operators", "default_deferrable", in_file)
+    try:
+        assert ConfigParser.has_option(conf, "operators", "default_deferrable")
+        assert default_deferrable() is expected
+        assert i2v().deferrable is expected
+    finally:
+        if had:
+            ConfigParser.set(conf, "operators", "default_deferrable", previous)
+        else:
+            ConfigParser.remove_option(conf, "operators", "default_deferrable")
+        if not had_section:
+            ConfigParser.remove_section(conf, "operators")
+
+
 @pytest.mark.parametrize(("name", "value"), [("poll_interval", 0), ("timeout", -1), ("timeout", True)])
 def test_rejects_bad_timings(name: str, value: Any) -> None:
     with pytest.raises(SeedanceConfigurationError, match=name):
