@@ -34,10 +34,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,35 @@ def rss_peak() -> int:
     """Return the peak resident set size of this process so far, in bytes (Linux reports KiB)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+ASSEMBLY_OPERATIONS = frozenset({"CompleteMultipartUpload", "CopyObject", "UploadPartCopy", "PutObject"})
+"""S3 calls that build the object from bytes already sent (or send it whole): S3-side work, not the copier's."""
+
+
+class S3CallTimer:
+    """Sum the wall time of a boto3 S3 client's calls per operation (botocore's before/after-call events)."""
+
+    def __init__(self, client: Any) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        client.meta.events.register("before-call.s3.*", self._before)
+        client.meta.events.register("after-call.s3.*", self._after)
+
+    def _before(self, model: Any, **_: Any) -> None:
+        self._local.started = time.perf_counter()
+
+    def _after(self, model: Any, **_: Any) -> None:
+        elapsed = time.perf_counter() - self._local.started
+        with self._lock:
+            self.seconds[model.name] = self.seconds.get(model.name, 0.0) + elapsed
+            self.calls[model.name] = self.calls.get(model.name, 0) + 1
+
+    def assembly_seconds(self) -> float:
+        """Wall time of the calls in :data:`ASSEMBLY_OPERATIONS` (run one after the other by every method)."""
+        return sum(v for k, v in self.seconds.items() if k in ASSEMBLY_OPERATIONS)
 
 
 class HttpxReader:
@@ -128,6 +158,7 @@ def worker(method: str, url: str, key: str, size: int) -> dict[str, Any]:
         seedance._client = (
             seedance._make_client()
         )  # the S3 client exists before the baseline, as for the others
+        timer = S3CallTimer(seedance._client)
 
         def copy() -> None:
             seedance.execute({})  # type: ignore[arg-type]
@@ -146,7 +177,7 @@ def worker(method: str, url: str, key: str, size: int) -> dict[str, Any]:
             aws_conn_id="aws_bench",
             replace=True,
         )
-        amazon.s3_hook.get_conn()
+        timer = S3CallTimer(amazon.s3_hook.get_conn())
         amazon.http_hook.get_conn()
 
         def copy() -> None:
@@ -158,6 +189,7 @@ def worker(method: str, url: str, key: str, size: int) -> dict[str, Any]:
 
         client = boto3.client("s3", endpoint_url=os.environ["BENCH_S3_ENDPOINT"], region_name="us-east-1")
         http = httpx.Client(timeout=60)
+        timer = S3CallTimer(client)
 
         def copy() -> None:
             with http.stream("GET", url) as response:
@@ -170,7 +202,15 @@ def worker(method: str, url: str, key: str, size: int) -> dict[str, Any]:
     started = time.perf_counter()
     copy()
     seconds = time.perf_counter() - started
-    return {"method": method, "seconds": seconds, "baseline": baseline, "peak": rss_peak(), "size": size}
+    return {
+        "method": method,
+        "seconds": seconds,
+        "baseline": baseline,
+        "peak": rss_peak(),
+        "size": size,
+        "assembly": timer.assembly_seconds(),
+        "s3_calls": {name: [timer.calls[name], round(timer.seconds[name], 2)] for name in timer.calls},
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -242,6 +282,8 @@ class Row:
     baseline: int
     peak: int
     size: int
+    assembly: float = 0.0
+    s3_calls: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def mbps(self) -> float:
@@ -290,15 +332,25 @@ def mib(value: float) -> str:
 def render(rows: list[Row], size: int, verdicts: list[str]) -> str:
     """Render the results table (markdown)."""
     lines = [
-        "| method | seconds | MB/s | peak RSS | baseline RSS | RSS above baseline |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | seconds | MB/s | S3 assembly, s | other, s | peak RSS | baseline RSS | RSS above baseline |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {LABELS[row.method]} | {row.seconds:.1f} | {row.mbps:.1f} | {mib(row.peak)} | "
-            f"{mib(row.baseline)} | {mib(row.above)} |"
+            f"| {LABELS[row.method]} | {row.seconds:.1f} | {row.mbps:.1f} | {row.assembly:.1f} | "
+            f"{row.seconds - row.assembly:.1f} | {mib(row.peak)} | {mib(row.baseline)} | {mib(row.above)} |"
         )
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n"
+    calls = [
+        f"- S3 calls of the fastest round, {LABELS[row.method]}: "
+        + ", ".join(
+            f"{name} x{int(count)} ({seconds:.1f} s summed)"
+            for name, (count, seconds) in row.s3_calls.items()
+        )
+        for row in rows
+    ]
+    return (
+        "\n".join(lines) + "\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n" + "\n".join(calls) + "\n"
+    )
 
 
 def evaluate(rows: list[Row]) -> tuple[list[str], bool]:
@@ -327,6 +379,13 @@ def evaluate(rows: list[Row]) -> tuple[list[str], bool]:
                 f"throughput, {name}: {ratio:.2f}x the reference (target >= {MIN_THROUGHPUT_RATIO}x): "
                 f"{'met' if met else 'MISSED'}"
             )
+            ours_other = ours.seconds - ours.assembly
+            reference_other = reference.seconds - reference.assembly
+            if ours_other > 0 and reference_other > 0:
+                verdicts.append(
+                    f"{name}, time outside S3 assembly: {ours_other:.1f} s vs the reference's "
+                    f"{reference_other:.1f} s ({reference_other / ours_other:.2f}x its speed)"
+                )
         if amazon is not None:
             verdicts.append(
                 f"{name} vs HttpToS3Operator: {amazon.above / max(ours.above, 1):.0f}x less memory above "
@@ -340,18 +399,24 @@ NOTES = """
 
 - All three processes (the copy, the emulator, moto_server) share the machine's cores, so the S3 side's own
   work (moto stores, concatenates and copies objects in Python) is part of every time above.
+- "S3 assembly" is the wall time of the calls in which S3 builds the object from bytes it already holds
+  (CompleteMultipartUpload, CopyObject, UploadPartCopy): run one after the other, they are S3's work, not
+  the copier's. Under moto they cost seconds per GiB (it concatenates, checksums and rewrites the object in
+  Python); "other" is everything else (download, hashing, part uploads).
 - `staging='s3'` (the default) uploads the parts to a staging object, then has S3 copy it server side to
   the final key with the `sha256` metadata (S3 fixes metadata when an upload is created, and the SHA-256 is
-  known only at the end). On AWS that copy runs inside S3; under moto it is one more full copy of the file
-  in the moto process, on the benchmark machine: that is most of the gap to the reference.
+  known only at the end): two S3 assemblies (CompleteMultipartUpload + CopyObject) where the reference
+  has one. That second assembly is the gap to the reference.
 - `staging='local'` spools the file to an unnamed temporary file instead, then uploads it once with the
-  metadata set from the start: no server-side copy, but the download and the upload run one after the
-  other instead of overlapping. It needs free disk space for the video (not a tmpfs).
+  metadata set from the start: one assembly like the reference, but the download and the upload run one
+  after the other instead of overlapping. It needs free disk space for the video (not a tmpfs).
 - Either way one extra pass over the bytes is the price of exact `sha256` metadata without downloading
-  twice; the reference overlaps one download with one upload and writes nothing else.
-- The machine was shared with other work during this run (see the load average): repeat with
-  `--repeat 3` on a quiet machine for steadier figures.
-- The reference verifies nothing and sets no metadata; HttpToS3Operator holds the body in memory twice.
+  twice; the reference overlaps one download with one upload, verifies nothing and sets no metadata.
+- Every multipart upload declares the parts' checksum (CRC32) when it is created: without it S3 computes
+  its default full-object CRC64NVME over the whole object at completion (under moto: seconds per GiB).
+- HttpToS3Operator holds the body in memory (twice, briefly) before uploading it.
+- moto's CompleteMultipartUpload time varies by a factor of two from one run to the next on the same
+  machine: compare rows of the same run, and use `--repeat 3` (the table keeps each method's fastest round).
 """
 
 
@@ -443,13 +508,17 @@ def orchestrate(args: argparse.Namespace) -> int:
                     raise SystemExit(f"{method}: the object has no sha256 metadata")
                 runs[method].append(row)
                 print(
-                    f"  {row.seconds:.1f} s, {row.mbps:.1f} MB/s, {mib(row.above)} above baseline", flush=True
+                    f"  {row.seconds:.1f} s, {row.mbps:.1f} MB/s, {mib(row.above)} above baseline; "
+                    f"S3 calls (count, seconds): {row.s3_calls}",
+                    flush=True,
                 )
         # The fastest round is the one least disturbed; memory is the worst round's.
         for method, measured in runs.items():
             best = min(measured, key=lambda r: r.seconds)
             worst = max(measured, key=lambda r: r.above)
-            rows.append(Row(method, best.seconds, worst.baseline, worst.peak, size))
+            rows.append(
+                Row(method, best.seconds, worst.baseline, worst.peak, size, best.assembly, best.s3_calls)
+            )
     verdicts, ok = evaluate(rows)
     table = render(rows, size, verdicts)
     print()

@@ -83,6 +83,9 @@ S3_COPY_PART_SIZE = 512 * MiB
 DEFAULT_UPLOAD_CONCURRENCY = 4
 """Parts uploaded in parallel while the next one downloads; memory is (1 + this) x part size (40 MiB)."""
 
+PART_CHECKSUM_ALGORITHM = "CRC32"
+"""Checksum botocore sends with every uploaded part; S3 rejects a part whose bytes do not match it."""
+
 STAGING_MODES = frozenset({"s3", "local"})
 """Where a file larger than one part waits until its SHA-256 is known (see the module docstring)."""
 
@@ -321,18 +324,31 @@ class _S3Writer:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
-    def _assemble(self, final_args: dict[str, Any], parts: list[Callable[[int], dict[str, Any]]]) -> None:
+    def _assemble(
+        self,
+        final_args: dict[str, Any],
+        parts: list[Callable[[int], dict[str, Any]]],
+        *,
+        checksum_algorithm: str | None = None,
+    ) -> None:
         """
         Build the final object as a multipart upload whose part ``n`` is produced by ``parts[n - 1](n)``.
 
         The upload is created with the final metadata (the SHA-256 is known by now) and only becomes visible,
         whole, at CompleteMultipartUpload; any failure aborts it.
+
+        :param final_args: the final object's arguments (metadata, content type, extra_args).
+        :param parts: one callable per part, returning the part's entry for CompleteMultipartUpload.
+        :param checksum_algorithm: the checksum the parts carry; declared at creation, as S3 expects, so
+            S3 combines the parts' checksums instead of computing its default full-object CRC64NVME
+            over the whole object again.
         """
+        create_args = {k: v for k, v in final_args.items() if k != "TaggingDirective"}
+        if checksum_algorithm:
+            create_args["ChecksumAlgorithm"] = checksum_algorithm
         with _s3_errors("CreateMultipartUpload", self.uri):
             self._final_upload_id = self.client.create_multipart_upload(
-                Bucket=self.bucket,
-                Key=self.key,
-                **{k: v for k, v in final_args.items() if k != "TaggingDirective"},
+                Bucket=self.bucket, Key=self.key, **create_args
             )["UploadId"]
         futures = [self._pool().submit(make, number) for number, make in enumerate(parts, start=1)]
         done = [future.result() for future in futures]
@@ -507,7 +523,7 @@ class S3StagedWriter(_S3Writer):
                 answer = self.client.create_multipart_upload(
                     Bucket=self.bucket,
                     Key=self.staging_key,
-                    ChecksumAlgorithm="CRC32",
+                    ChecksumAlgorithm=PART_CHECKSUM_ALGORITHM,
                     **{k: v for k, v in self.extra_args.items() if k in STAGING_EXTRA_ARGS},
                 )
             self._upload_id = answer["UploadId"]
@@ -538,7 +554,7 @@ class S3StagedWriter(_S3Writer):
                     PartNumber=number,
                     Body=body,
                     # botocore sends the part's CRC32 and S3 rejects the part if the bytes differ.
-                    ChecksumAlgorithm="CRC32",
+                    ChecksumAlgorithm=PART_CHECKSUM_ALGORITHM,
                 )
         finally:
             self._free.append(buffer)
@@ -694,6 +710,7 @@ class S3SpooledWriter(_S3Writer):
             self._assemble(
                 self._final_args(result),
                 [self._part_uploader(offset, min(self.part_size, size - offset)) for offset in offsets],
+                checksum_algorithm=PART_CHECKSUM_ALGORITHM,
             )
         self._verify_final(result)
         self._shutdown()
@@ -722,7 +739,7 @@ class S3SpooledWriter(_S3Writer):
                     UploadId=self._final_upload_id,
                     PartNumber=number,
                     Body=body,
-                    ChecksumAlgorithm="CRC32",
+                    ChecksumAlgorithm=PART_CHECKSUM_ALGORITHM,
                 )
             entry = {"PartNumber": number, "ETag": answer["ETag"]}
             if answer.get("ChecksumCRC32"):

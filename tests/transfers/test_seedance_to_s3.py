@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_seedance.exceptions import (
     SeedanceConfigurationError,
@@ -253,6 +253,14 @@ def test_large_file_is_staged_and_published_verified(
     assert flaky.calls.count("upload_part") == 3
     # S3 staging publishes with a server-side copy; local staging uploads once, metadata included.
     assert ("copy_object" in flaky.calls) == (staging == "s3")
+    checksums = s3.head_object(Bucket=BUCKET, Key="v/big-0.mp4", ChecksumMode="ENABLED")
+    if staging == "s3":
+        assert checksums["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(LARGE).digest()).decode()
+    else:
+        # The upload declared the parts' CRC32 at creation: S3 combines them instead of computing its
+        # default full-object CRC64NVME over the whole file again.
+        assert checksums["ChecksumCRC32"]
+        assert "ChecksumCRC64NVME" not in checksums
     assert_nothing_left(s3, ["v/big-0.mp4"])
     assert list(tmp_path.iterdir()) == []
 
