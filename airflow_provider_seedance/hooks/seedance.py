@@ -417,6 +417,24 @@ def submission_error(exc: Exception, *, model_id: str) -> Exception:
     return exc
 
 
+def parse_submission(response: httpx.Response, *, model_id: str) -> SubmitResponse:
+    """
+    Return the request a submit answer created, or raise the submission error it amounts to.
+
+    :param response: the answer to ``POST /v1/models/{model_id}``.
+    :param model_id: the model submitted to, for the error message.
+    """
+    try:
+        return SubmitResponse.model_validate(interpret_response(response, call="submit"))
+    except ValidationError as err:
+        raise submission_error(
+            SeedanceMalformedResponseError(f"the answer had no valid request_id ({err.errors()[0]['msg']})"),
+            model_id=model_id,
+        ) from None
+    except (httpx.HTTPError, SeedanceAPIError) as exc:
+        raise submission_error(exc, model_id=model_id) from None
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Shared async clients: one connection pool per event loop and per (URL, token, timeout)
 # ---------------------------------------------------------------------------------------------------------
@@ -645,17 +663,9 @@ class SeedanceHook(BaseHook):
         body = payload_to_body(payload)
         try:
             response = self.client.post(f"/v1/models/{model_id}", json=body)
-            data = interpret_response(response, call="submit")
-            submitted = SubmitResponse.model_validate(data)
-        except ValidationError as err:
-            raise submission_error(
-                SeedanceMalformedResponseError(
-                    f"the answer had no valid request_id ({err.errors()[0]['msg']})"
-                ),
-                model_id=model_id,
-            ) from None
-        except (httpx.HTTPError, SeedanceAPIError) as exc:
+        except httpx.HTTPError as exc:
             raise submission_error(exc, model_id=model_id) from None
+        submitted = parse_submission(response, model_id=model_id)
         self.log.info("Submitted a %s generation: request_id=%s", model_id, submitted.request_id)
         return submitted
 
@@ -752,16 +762,9 @@ class SeedanceHook(BaseHook):
         try:
             async with request_slot(client):
                 response = await client.post(f"/v1/models/{model_id}", json=body)
-            submitted = SubmitResponse.model_validate(interpret_response(response, call="submit"))
-        except ValidationError as err:
-            raise submission_error(
-                SeedanceMalformedResponseError(
-                    f"the answer had no valid request_id ({err.errors()[0]['msg']})"
-                ),
-                model_id=model_id,
-            ) from None
-        except (httpx.HTTPError, SeedanceAPIError) as exc:
+        except httpx.HTTPError as exc:
             raise submission_error(exc, model_id=model_id) from None
+        submitted = parse_submission(response, model_id=model_id)
         self.log.info("Submitted a %s generation: request_id=%s", model_id, submitted.request_id)
         return submitted
 
