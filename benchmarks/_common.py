@@ -13,7 +13,6 @@ import platform
 import resource
 import socket
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -167,22 +166,16 @@ def pycache_env(env: dict[str, str]) -> dict[str, str]:
 
     Without it every process compiles Airflow from source (seconds each), which would dominate every figure
     and is not how a deployment runs (pip compiles bytecode at install time). The cache is the one
-    :class:`~airflow_provider_seedance.testing.local_airflow.LocalAirflow` uses (``<venv>/.pycache``).
+    :class:`~airflow_provider_seedance.testing.local_airflow.LocalAirflow` uses.
 
     :param env: the environment to adjust (changed in place and returned).
     """
-    if env.get("PYTHONPYCACHEPREFIX") or not env.get("PYTHONDONTWRITEBYTECODE"):
-        return env
-    for candidate in (
-        Path(sys.prefix) / ".pycache",
-        Path(tempfile.gettempdir()) / f"seedance-pycache-{os.getuid()}",
-    ):
-        with contextlib.suppress(OSError):
-            candidate.mkdir(parents=True, exist_ok=True)
-            if os.access(candidate, os.W_OK):
-                env.pop("PYTHONDONTWRITEBYTECODE", None)
-                env["PYTHONPYCACHEPREFIX"] = str(candidate)
-                break
+    from airflow_provider_seedance.testing.local_airflow import default_pycache_dir
+
+    cache = default_pycache_dir(env)
+    if cache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(cache)
     return env
 
 

@@ -210,15 +210,18 @@ def cache_dir() -> Path | None:
     return None
 
 
-def default_pycache_dir() -> Path | None:
+def default_pycache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
     """
     Return where the components should cache bytecode, or ``None`` when Python already does it normally.
 
     With ``PYTHONDONTWRITEBYTECODE`` set (and no ``PYTHONPYCACHEPREFIX``), every Airflow process would
     compile Airflow from source each time it starts: seconds of CPU per process. The cache then goes to
     ``pycache/`` in :func:`cache_dir`.
+
+    :param environ: the environment the processes will get (default: this process's).
     """
-    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
+    environ = os.environ if environ is None else environ
+    if not environ.get("PYTHONDONTWRITEBYTECODE") or environ.get("PYTHONPYCACHEPREFIX"):
         return None
     root = cache_dir()
     return None if root is None else root / "pycache"
