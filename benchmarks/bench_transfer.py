@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: copy one large generated video from the Seedance emulator to S3 (moto server), three ways.
+"""Benchmark: copy one large generated video from the Seedance emulator to S3 (moto server), four ways.
 
 Methods, each run in a fresh Python process so its peak RSS is its own:
 
