@@ -349,8 +349,13 @@ def _duration_seconds(body: Mapping[str, Any]) -> float:
             value = float(value.strip())
         except ValueError:
             return DEFAULT_DURATION_SECONDS
-    if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
-        return float(value)
+    if isinstance(value, (int, float)):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond any float: junk, like the other unusable values
+            return DEFAULT_DURATION_SECONDS
+        if math.isfinite(seconds) and seconds > 0:
+            return seconds
     return DEFAULT_DURATION_SECONDS
 
 

@@ -188,6 +188,18 @@ def test_cost_from_catalog_price_and_duration(state: EmulatorState) -> None:
     assert state.submit(I2V, I2V_INPUT, TOKEN).cost_usd == 1.25
 
 
+@pytest.mark.parametrize(
+    "duration",
+    [10**400, -3, 0, float("nan"), "soon", True],
+    ids=["int-beyond-float", "negative", "zero", "nan", "text", "bool"],
+)
+def test_cost_of_an_unusable_duration_uses_the_default(state: EmulatorState, duration: object) -> None:
+    # The emulator accepts what the real API would reject (bodies are the caller's to validate) and prices
+    # such a job at the default 5 s instead of failing the submit.
+    state.set_plan(JobPlan(queue_seconds=0, run_seconds=0))
+    assert state.submit(I2V, {**I2V_INPUT, "duration": duration}, TOKEN).cost_usd == 0.3
+
+
 def test_cost_is_known_only_once_the_job_ends(state: EmulatorState) -> None:
     state.set_plan(JobPlan(queue_seconds=1, run_seconds=1))
     job = state.submit(I2V, I2V_INPUT, TOKEN)
