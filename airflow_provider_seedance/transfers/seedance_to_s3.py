@@ -203,6 +203,20 @@ def _http_status(exc: BaseException) -> int | None:
     return int(status) if status else None
 
 
+def _uploaded_part(number: int, answer: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    Return the CompleteMultipartUpload entry of an uploaded part, with the checksum S3 acknowledged.
+
+    :param number: the part number.
+    :param answer: UploadPart's response.
+    """
+    entry: dict[str, Any] = {"PartNumber": number, "ETag": answer["ETag"]}
+    checksum_key = f"Checksum{PART_CHECKSUM_ALGORITHM}"
+    if answer.get(checksum_key):
+        entry[checksum_key] = answer[checksum_key]
+    return entry
+
+
 def _s3_hook_class() -> Any:
     """Return the Amazon provider's ``S3Hook`` class, or ``None`` when the provider is not installed."""
     try:
@@ -558,10 +572,7 @@ class S3StagedWriter(_S3Writer):
                 )
         finally:
             self._free.append(buffer)
-        entry = {"PartNumber": number, "ETag": answer["ETag"]}
-        if answer.get("ChecksumCRC32"):
-            entry["ChecksumCRC32"] = answer["ChecksumCRC32"]
-        self._parts[number] = entry
+        self._parts[number] = _uploaded_part(number, answer)
 
     def _drain(self, *, raise_errors: bool = True) -> None:
         while self._inflight:
@@ -741,10 +752,7 @@ class S3SpooledWriter(_S3Writer):
                     Body=body,
                     ChecksumAlgorithm=PART_CHECKSUM_ALGORITHM,
                 )
-            entry = {"PartNumber": number, "ETag": answer["ETag"]}
-            if answer.get("ChecksumCRC32"):
-                entry["ChecksumCRC32"] = answer["ChecksumCRC32"]
-            return entry
+            return _uploaded_part(number, answer)
 
         return upload
 
