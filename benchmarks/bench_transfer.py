@@ -81,8 +81,8 @@ def rss_peak() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-ASSEMBLY_OPERATIONS = frozenset({"CompleteMultipartUpload", "CopyObject", "UploadPartCopy", "PutObject"})
-"""S3 calls that build the object from bytes already sent (or send it whole): S3-side work, not the copier's."""
+ASSEMBLY_OPERATIONS = frozenset({"CompleteMultipartUpload", "CopyObject", "UploadPartCopy"})
+"""S3 calls that build the object from bytes S3 already holds: S3-side work, not the copier's."""
 
 
 class S3CallTimer:
