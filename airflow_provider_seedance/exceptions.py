@@ -128,11 +128,30 @@ class SeedanceSubmissionStateUnknownError(SeedanceError, AirflowFailException):
 
     :param message: the explanation.
     :param model_id: the model the submission was for.
+    :param request_id: the id the answer named, when it named one (the request may exist under that id).
     """
 
-    def __init__(self, message: str, *, model_id: str | None = None) -> None:
+    def __init__(self, message: str, *, model_id: str | None = None, request_id: str | None = None) -> None:
         super().__init__(message)
         self.model_id = model_id
+        self.request_id = request_id
+
+
+class SeedanceRequestNotStoredError(SeedanceError, AirflowFailException):
+    """
+    Raise when a try fails after submitting a request whose id could not be stored for the next try.
+
+    A retry could not re-attach to that request and would submit (and pay for) a second one, so, as an
+    ``AirflowFailException``, this failure is not retried by Airflow. The message names the request, to
+    follow it with ``SeedanceRequestSensor`` or check it in the RunComfy request history.
+
+    :param message: the explanation, with the error that ended the try.
+    :param request_id: the request that was submitted.
+    """
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 class SeedanceRequestFailedError(SeedanceError):
@@ -183,6 +202,7 @@ __all__ = [
     "SeedancePermissionDeniedError",
     "SeedanceRateLimitError",
     "SeedanceRequestFailedError",
+    "SeedanceRequestNotStoredError",
     "SeedanceServerError",
     "SeedanceSubmissionStateUnknownError",
     "SeedanceTimeoutError",

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
@@ -33,7 +33,42 @@ REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 """A model id: slash-separated segments that go into the URL path unescaped."""
 
-_DATA_IMAGE_URI = re.compile(r"^data:image/[A-Za-z0-9.+-]+;base64,[A-Za-z0-9+/=\s]+$")
+DATA_URI_PATTERN = re.compile(
+    r"^data:(?P<type>[^;,]*)(?P<params>(?:;[^;,]*)*);base64,(?P<payload>.*)$", re.DOTALL | re.IGNORECASE
+)
+"""A base64 ``data:`` URI: media type, optional ``;name=value`` parameters, ``;base64,``, the payload."""
+
+_MEDIA_SUBTYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")
+_BASE64_ALPHABET = re.compile(r"^[A-Za-z0-9+/]*$")
+_BASE64_WHITESPACE = re.compile(r"[\t\n\f\r ]+")
+
+SIGNATURE_QUERY_PARAMS = frozenset(
+    {
+        "signature",  # S3 SigV2, GCS V2, CloudFront, Alibaba OSS V1
+        "sig",  # Azure SAS
+        "expires",
+        "awsaccesskeyid",
+        "googleaccessid",
+        "ossaccesskeyid",
+        "security-token",
+        "key-pair-id",  # CloudFront
+        "token",  # Firebase Storage download tokens and similar
+    }
+)
+"""Query parameters (lower-cased) that only authorise or time-limit access to a URL, never pick content."""
+
+SIGNATURE_QUERY_PREFIXES = ("x-amz-", "x-goog-", "x-oss-")
+"""Prefixes of the query parameters of S3 SigV4, GCS V4 and Alibaba OSS V4 presigned URLs."""
+
+SIGNED_ONLY_QUERY_PARAMS = frozenset(
+    {
+        # Azure SAS fields: short names that could mean something else in a URL that is not a SAS.
+        "sv", "ss", "srt", "sp", "se", "st", "spr", "si", "sr", "sdd", "ses",
+        "skoid", "sktid", "skt", "ske", "sks", "skv", "saoid", "suoid", "scid",
+        "policy",  # CloudFront custom policy
+    }
+)  # fmt: skip
+"""Signing parameters removed only when the query also carries a signature (``sig``, ``Signature``...)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -52,15 +87,90 @@ def check_media_url(value: object, *, allow_data_uri: bool = True, media: str = 
     if not isinstance(value, str):
         raise ValueError(f"must be a string URL, got {type(value).__name__}")
     text = value.strip()
-    if allow_data_uri and text.startswith("data:"):
-        if text.startswith(f"data:{media}/") and ";base64," in text:
-            return text
-        raise ValueError(f"a data: URI must look like data:{media}/<type>;base64,<data>")
+    if allow_data_uri and text[:5].lower() == "data:":
+        return check_data_uri(text, media=media)
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         accepted = f" or a data:{media}/...;base64, URI" if allow_data_uri else ""
         raise ValueError(f"must be an absolute https:// or http:// URL with a host{accepted}")
     return text
+
+
+def check_data_uri(text: str, *, media: str = "image") -> str:
+    """
+    Return ``text`` when it is a ``data:<media>/<type>;base64,<payload>`` URI with a valid, non-empty payload.
+
+    The payload is checked the way browsers read ``data:`` URLs (WHATWG "forgiving base64"): ASCII
+    whitespace is ignored, ``=`` padding is optional, any other character outside the base64 alphabet, or a
+    length no base64 text can have, makes it invalid. Nothing is decoded or kept.
+
+    :param text: the candidate URI.
+    :param media: the media type it must carry (``image``, ``video``, ``audio``).
+    """
+    shape = f"a data: URI must look like data:{media}/<type>;base64,<data>"
+    match = DATA_URI_PATTERN.match(text)
+    if match is None:
+        raise ValueError(shape)
+    kind, _, subtype = match["type"].partition("/")
+    if kind.lower() != media or not _MEDIA_SUBTYPE.match(subtype):
+        raise ValueError(shape)
+    data = _BASE64_WHITESPACE.sub("", match["payload"])
+    if not data.strip("="):
+        raise ValueError(f"a data: URI must carry the {media} itself after 'base64,' (the payload is empty)")
+    if len(data) % 4 == 0:
+        data = data[:-2] if data.endswith("==") else data.removesuffix("=")
+    if len(data) % 4 == 1 or not _BASE64_ALPHABET.match(data):
+        raise ValueError(
+            "the payload of a data: URI must be valid base64 (letters, digits, '+' and '/', then at most two "
+            "'=' of padding, with a length base64 can have)"
+        )
+    return text
+
+
+def unsigned_url(url: str) -> str:
+    """
+    Return ``url`` without the query parameters that only sign it (presigned S3, GCS, Azure, CloudFront URLs).
+
+    A presigned URL gets a new signature, date and expiry each time it is made: without them, two URLs of
+    the same object compare equal. Everything else (scheme, host, path, other parameters, their order and
+    encoding) is kept as written, and a URL with nothing to remove is returned unchanged.
+
+    :param url: an http(s) URL (anything else is returned as is).
+    """
+    if not url[:8].lower().startswith(("https://", "http://")) or "?" not in url:
+        return url
+    head, _, rest = url.partition("?")
+    query, hash_mark, fragment = rest.partition("#")
+    items = query.split("&")
+    names = [unquote(item.partition("=")[0]).strip().lower() for item in items]
+    signed = any(name in ("sig", "signature", "x-amz-signature", "x-goog-signature") for name in names)
+    kept = [
+        item
+        for item, name in zip(items, names, strict=True)
+        if not (
+            name in SIGNATURE_QUERY_PARAMS
+            or name.startswith(SIGNATURE_QUERY_PREFIXES)
+            or (signed and name in SIGNED_ONLY_QUERY_PARAMS)
+        )
+    ]
+    if len(kept) == len(items):
+        return url
+    return head + ("?" + "&".join(kept) if kept else "") + hash_mark + fragment
+
+
+def unsigned_input(value: Any) -> Any:
+    """
+    Return a copy of a request body (or any JSON value) with :func:`unsigned_url` applied to every URL in it.
+
+    :param value: the JSON value.
+    """
+    if isinstance(value, str):
+        return unsigned_url(value)
+    if isinstance(value, Mapping):
+        return {key: unsigned_input(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [unsigned_input(item) for item in value]
+    return value
 
 
 def check_prompt(value: object, *, field: str = "prompt") -> str:

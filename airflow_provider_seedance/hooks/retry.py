@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
 )
+from tenacity.stop import stop_base
 
 from airflow_provider_seedance.exceptions import SeedanceTransientError
 
@@ -73,6 +75,33 @@ class BackoffWait:
         return backoff + random.uniform(0, self.jitter)
 
 
+class StopBeforeDeadline(stop_base):
+    """
+    Stop retrying when the next wait would end after ``deadline``: no backoff or ``Retry-After`` crosses it.
+
+    :param deadline: epoch seconds (``time.time()``) by which the caller needs an answer.
+    :param call: a short name of the call, for the log.
+    """
+
+    def __init__(self, deadline: float, call: str = "call") -> None:
+        self.deadline = deadline
+        self.call = call
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        # tenacity computes the wait before asking the stop condition, so the upcoming sleep is known.
+        will_stop = time.time() + retry_state.upcoming_sleep > self.deadline
+        if will_stop:
+            log.warning(
+                "Seedance %s failed (attempt %d): %s; not retrying, since waiting %.1f s would pass the "
+                "deadline",
+                self.call,
+                retry_state.attempt_number,
+                retry_state.outcome.exception() if retry_state.outcome else None,
+                retry_state.upcoming_sleep,
+            )
+        return will_stop
+
+
 def _log_before_sleep(call: str) -> Callable[[RetryCallState], None]:
     def before_sleep(retry_state: RetryCallState) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
@@ -88,9 +117,12 @@ def _log_before_sleep(call: str) -> Callable[[RetryCallState], None]:
     return before_sleep
 
 
-def _common(call: str, max_retries: int, wait: BackoffWait | None) -> dict[str, Any]:
+def _common(call: str, max_retries: int, wait: BackoffWait | None, deadline: float | None) -> dict[str, Any]:
+    stop: stop_base = stop_after_attempt(max(0, max_retries) + 1)
+    if deadline is not None:
+        stop = stop | StopBeforeDeadline(deadline, call)
     return {
-        "stop": stop_after_attempt(max(0, max_retries) + 1),
+        "stop": stop,
         "wait": wait or BackoffWait(),
         "retry": retry_if_exception(is_retryable),
         "before_sleep": _log_before_sleep(call),
@@ -98,23 +130,30 @@ def _common(call: str, max_retries: int, wait: BackoffWait | None) -> dict[str, 
     }
 
 
-def retrying(call: str, max_retries: int, wait: BackoffWait | None = None) -> Retrying:
+def retrying(
+    call: str, max_retries: int, wait: BackoffWait | None = None, *, deadline: float | None = None
+) -> Retrying:
     """
     Build a synchronous tenacity controller for one idempotent call.
 
     :param call: a short name of the call, for the log (``status``, ``result``...).
     :param max_retries: how many times to repeat after the first attempt.
     :param wait: the delay policy (defaults to :class:`BackoffWait`).
+    :param deadline: epoch seconds; a retry whose wait would end after it is not made (the last error is
+        raised instead). ``None``: no deadline.
     """
-    return Retrying(**_common(call, max_retries, wait))
+    return Retrying(**_common(call, max_retries, wait, deadline))
 
 
-def async_retrying(call: str, max_retries: int, wait: BackoffWait | None = None) -> AsyncRetrying:
+def async_retrying(
+    call: str, max_retries: int, wait: BackoffWait | None = None, *, deadline: float | None = None
+) -> AsyncRetrying:
     """
     Build an asyncio tenacity controller for one idempotent call (sleeps with ``asyncio.sleep``).
 
     :param call: a short name of the call, for the log.
     :param max_retries: how many times to repeat after the first attempt.
     :param wait: the delay policy (defaults to :class:`BackoffWait`).
+    :param deadline: epoch seconds; a retry whose wait would end after it is not made. ``None``: none.
     """
-    return AsyncRetrying(**_common(call, max_retries, wait))
+    return AsyncRetrying(**_common(call, max_retries, wait, deadline))

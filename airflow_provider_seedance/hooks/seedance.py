@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -71,7 +72,11 @@ ASYNC_MAX_KEEPALIVE = 20
 SYNC_MAX_CONNECTIONS = 4
 
 CONNECTION_TEST_REQUEST_ID = "airflow-connection-test"
-"""A request id that never exists: a 404 for it proves the token was accepted, without starting anything."""
+"""A request id that never exists: 404 (or 400001) for it proves the token was accepted; it starts nothing."""
+
+TOKEN_PATTERN = re.compile(r"^[\x21-\x7e]+$")
+"""What a bearer token may hold: visible ASCII. h11 refuses control characters in a header (and quotes the
+whole header in its error), httpx refuses non-ASCII, and no RunComfy token has a space."""
 
 USER_AGENT = f"airflow-provider-seedance/{__version__}"
 
@@ -146,12 +151,7 @@ class SeedanceConnectionConfig:
         :param conn: the connection object.
         :param conn_id: its id, for error messages.
         """
-        token = (conn.password or "").strip()
-        if not token:
-            raise SeedanceConfigurationError(
-                f"Connection {conn_id!r} has no API token: put the RunComfy API token in its password "
-                f"('API token' in the UI)."
-            )
+        token = check_token((conn.password or "").strip(), conn_id)
         extra = _extra_dict(conn, conn_id)
         return cls(
             base_url=normalize_base_url(
@@ -171,6 +171,38 @@ class SeedanceConnectionConfig:
                 allow_zero=True,
             ),
         )
+
+
+def check_token(token: str, conn_id: str) -> str:
+    """
+    Return ``token`` when it can be sent as ``Authorization: Bearer <token>``; else raise, never quoting it.
+
+    Checked when the connection is read, before any HTTP call: a token with a line break (a bad paste, a
+    secrets backend value with a newline inside) would otherwise make h11 raise an error that quotes the
+    whole header, token included, in a form Airflow's secret masker does not recognise.
+
+    :param token: the token, surrounding whitespace already stripped.
+    :param conn_id: the connection id, for the message.
+    """
+    if not token:
+        raise SeedanceConfigurationError(
+            f"Connection {conn_id!r} has no API token: put the RunComfy API token in its password "
+            f"('API token' in the UI)."
+        )
+    if TOKEN_PATTERN.match(token):
+        return token
+    kinds = []
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in token):
+        kinds.append("a line break, tab or other control character")
+    if " " in token:
+        kinds.append("a space")
+    if any(ord(char) > 0x7E for char in token):
+        kinds.append("a non-ASCII character")
+    raise SeedanceConfigurationError(
+        f"Connection {conn_id!r}: the API token contains {' and '.join(kinds)}, which an HTTP header cannot "
+        f"carry (often a bad paste, or a secret stored with a line break inside). Enter the token again in "
+        f"the connection's password ('API token' in the UI). The value is not shown here. Nothing was sent."
+    )
 
 
 def _extra_dict(conn: Any, conn_id: str) -> dict[str, Any]:
@@ -376,20 +408,61 @@ def _raise(
     raise cls(message, status_code=status, error_code=code, request_id=request_id)
 
 
+_HEADER_WORDS = ("bearer", "authorization")
+
+
+def safe_error_text(exc: BaseException) -> str:
+    """
+    Describe an httpx/httpcore/h11 error as ``Type: text``, unless its text could quote a request header.
+
+    h11 refuses a request it cannot write with a message quoting the offending header
+    (``Illegal header value b'Bearer <token>'``): such a text, and any text naming a bearer or
+    Authorization header, is replaced by a description that quotes nothing.
+
+    :param exc: the error.
+    """
+    name = type(exc).__name__
+    text = str(exc)
+    if isinstance(exc, httpx.LocalProtocolError) or any(word in text.lower() for word in _HEADER_WORDS):
+        return f"{name} (its message is withheld: it may quote a request header)"
+    return f"{name}: {text}" if text else name
+
+
+def unsendable_request_error(
+    exc: httpx.HTTPError, *, call: str, about: str = ""
+) -> SeedanceConfigurationError:
+    """
+    Describe a request the HTTP library refused to write: nothing reached the API, retrying cannot help.
+
+    :param exc: the error (an ``httpx.LocalProtocolError``).
+    :param call: what was called.
+    :param about: what the call was about, for the message (e.g. `` for request abc``).
+    """
+    return SeedanceConfigurationError(
+        f"Seedance {call}{about} could not be sent: {safe_error_text(exc)}. A header or the URL holds a "
+        f"character HTTP does not allow: check the connection's API token and Base URL. Nothing was sent."
+    )
+
+
 def transport_error(
     exc: httpx.HTTPError, *, call: str, request_id: str | None = None
-) -> SeedanceConnectionError:
+) -> SeedanceConnectionError | SeedanceConfigurationError:
     """
     Wrap an httpx transport failure (connect error, timeout, dropped connection) in a retryable error.
+
+    A request the HTTP library refused to write (``LocalProtocolError``) is a configuration error instead:
+    it was not sent, and sending it again cannot work. Raise the result outside the ``except`` block that
+    caught ``exc``, so the original (whose text may quote a header) is not chained to it.
 
     :param exc: the httpx error.
     :param call: what was called.
     :param request_id: the request the call was about.
     """
     about = f" for request {request_id}" if request_id else ""
-    # httpx messages carry no headers, so the token cannot leak through them.
+    if isinstance(exc, httpx.LocalProtocolError):
+        return unsendable_request_error(exc, call=call, about=about)
     return SeedanceConnectionError(
-        f"Seedance {call}{about} failed in transport: {type(exc).__name__}: {exc}", request_id=request_id
+        f"Seedance {call}{about} failed in transport: {safe_error_text(exc)}", request_id=request_id
     )
 
 
@@ -403,15 +476,19 @@ def submission_error(exc: Exception, *, model_id: str) -> Exception:
     if isinstance(exc, httpx.ConnectError):
         # The TCP/TLS connection was never established, so the API cannot have seen the request.
         return SeedanceConnectionError(
-            f"Could not connect to the RunComfy API to submit to {model_id}: {exc}. Nothing was submitted; "
-            f"check the connection's Base URL and the network."
+            f"Could not connect to the RunComfy API to submit to {model_id}: {safe_error_text(exc)}. Nothing "
+            f"was submitted; check the connection's Base URL and the network."
         )
+    if isinstance(exc, httpx.LocalProtocolError):
+        # h11 refused to write the request line or headers: not a byte of the request reached the API.
+        return unsendable_request_error(exc, call="submit", about=f" to {model_id}")
     # A timeout, a cut connection, a 5xx or a garbled 2xx: the API may have accepted the request.
     if isinstance(exc, (httpx.HTTPError, SeedanceServerError, SeedanceMalformedResponseError)):
+        text = safe_error_text(exc) if isinstance(exc, httpx.HTTPError) else str(exc)
         return SeedanceSubmissionStateUnknownError(
-            f"Submission state unknown for model {model_id}: {str(exc).rstrip('.')}. The API may or may not have created "
-            f"(and billed) the request, so it is NOT retried automatically. Check your RunComfy request "
-            f"history before running the task again.",
+            f"Submission state unknown for model {model_id}: {text.rstrip('.')}. The API may or may not have "
+            f"created (and billed) the request, so it is NOT retried automatically. Check your RunComfy "
+            f"request history before running the task again.",
             model_id=model_id,
         )
     return exc
@@ -421,9 +498,19 @@ def parse_submission(response: httpx.Response, *, model_id: str) -> SubmitRespon
     """
     Return the request a submit answer created, or raise the submission error it amounts to.
 
+    An answer whose body names a ``request_id`` is a created request, whatever else it says: a 2xx is
+    followed (with a warning when it also carries an error), any other status is "submission state
+    unknown" naming the id. Only an answer that names no id can be a plain refusal.
+
     :param response: the answer to ``POST /v1/models/{model_id}``.
     :param model_id: the model submitted to, for the error message.
     """
+    try:
+        body: Any = response.json()
+    except ValueError:  # not JSON (json.JSONDecodeError and UnicodeDecodeError are ValueErrors)
+        body = None
+    if isinstance(body, Mapping) and body.get("request_id") is not None:
+        return _created_request(response, body, model_id=model_id)
     try:
         return SubmitResponse.model_validate(interpret_response(response, call="submit"))
     except ValidationError as err:
@@ -433,6 +520,62 @@ def parse_submission(response: httpx.Response, *, model_id: str) -> SubmitRespon
         ) from None
     except (httpx.HTTPError, SeedanceAPIError) as exc:
         raise submission_error(exc, model_id=model_id) from None
+
+
+_UNKNOWN_ADVICE = (
+    "It is NOT submitted again automatically. Follow it with SeedanceRequestSensor, or check your RunComfy "
+    "request history, before running the task again."
+)
+
+
+def _created_request(response: httpx.Response, body: Mapping[str, Any], *, model_id: str) -> SubmitResponse:
+    """
+    Interpret a submit answer that names a request id: the API created (and bills) that request.
+
+    :param response: the answer.
+    :param body: its JSON object, holding ``request_id``.
+    :param model_id: the model submitted to.
+    """
+    status = response.status_code
+    named = body["request_id"]
+    if not isinstance(named, str) or not REQUEST_ID_PATTERN.match(named):
+        shown = repr(named) if len(repr(named)) <= 80 else repr(named)[:77] + "..."
+        raise SeedanceSubmissionStateUnknownError(
+            f"Submission state unknown for model {model_id}: the API's answer (HTTP {status}) names the "
+            f"request id {shown}, which is not a RunComfy request id (1-128 letters, digits, '_' or '-'), "
+            f"so this task cannot follow it. The API may have created (and billed) that request. "
+            f"{_UNKNOWN_ADVICE}",
+            model_id=model_id,
+        )
+    if not 200 <= status < 300:
+        try:
+            interpret_response(response, call="submit")
+            reason = f"HTTP {status}"  # pragma: no cover (a non-2xx answer always raises)
+        except SeedanceAPIError as exc:
+            reason = str(exc).rstrip(".")
+        raise SeedanceSubmissionStateUnknownError(
+            f"Submission state unknown for model {model_id}: the API answered with an error ({reason}), yet "
+            f"its answer names request {named}: that request may exist and run (and be billed). "
+            f"{_UNKNOWN_ADVICE}",
+            model_id=model_id,
+            request_id=named,
+        )
+    code, message = _error_fields(body)
+    if code not in (None, 0) or body.get("error") or body.get("error_message"):
+        log.warning(
+            "The API's submit answer for %s names request %s but also carries error_code %s (%s): a request "
+            "with an id was created, so it is followed (never submitted again); its status will tell how "
+            "it ends.",
+            model_id,
+            named,
+            code,
+            message or "no message",
+        )
+    try:
+        return SubmitResponse.model_validate(body)
+    except ValidationError:
+        # Garbled URLs beside a good id: the id is all the provider needs (it builds the URLs itself).
+        return SubmitResponse(request_id=named)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -520,6 +663,9 @@ class SeedanceHook(BaseHook):
     :param seedance_conn_id: the ``seedance`` connection holding the API token (password) and base URL (host).
     :param timeout: seconds per HTTP call; overrides the connection's ``timeout`` extra.
     :param max_retries: retries of idempotent calls; overrides the connection's ``max_retries`` extra.
+    :param deadline: epoch seconds; no retry of a status, result or catalog read waits past it (the last
+        error is raised instead), so a caller bounded by a deadline is never held beyond it by backoff or
+        ``Retry-After``. ``None``: no deadline. Cancels are not bounded: they run once a deadline has passed.
     """
 
     conn_name_attr = "seedance_conn_id"
@@ -533,12 +679,14 @@ class SeedanceHook(BaseHook):
         *,
         timeout: float | None = None,
         max_retries: int | None = None,
+        deadline: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.seedance_conn_id = seedance_conn_id
         self.timeout = timeout
         self.max_retries = max_retries
+        self.deadline = deadline
         self._aconfig: SeedanceConnectionConfig | None = None
 
     def __repr__(self) -> str:
@@ -630,7 +778,7 @@ class SeedanceHook(BaseHook):
     def _get(
         self, call: str, path: str, model: type[_Model], request_id: str | None = None, **params: Any
     ) -> _Model:
-        return self._idempotent(call, "GET", path, model, request_id, params)
+        return self._idempotent(call, "GET", path, model, request_id, params, deadline=self.deadline)
 
     def _idempotent(
         self,
@@ -640,13 +788,19 @@ class SeedanceHook(BaseHook):
         model: type[_Model],
         request_id: str | None,
         params: dict[str, Any] | None = None,
+        *,
+        deadline: float | None = None,
     ) -> _Model:
-        for attempt in retrying(call, self.config.max_retries, self.config.backoff()):
+        config = self.config
+        for attempt in retrying(call, config.max_retries, config.backoff(), deadline=deadline):
             with attempt:
+                failure: Exception | None = None
                 try:
                     response = self.client.request(method, path, params=params or None)
                 except httpx.HTTPError as exc:
-                    raise transport_error(exc, call=call, request_id=request_id) from None
+                    failure = transport_error(exc, call=call, request_id=request_id)
+                if failure is not None:
+                    raise failure  # raised outside `except`: h11's text (may quote a header) is not chained
                 return _parse(
                     model, interpret_response(response, call=call, request_id=request_id), call, request_id
                 )
@@ -661,10 +815,13 @@ class SeedanceHook(BaseHook):
         """
         model_id = check_model_id(model_id)
         body = payload_to_body(payload)
+        failure: Exception | None = None
         try:
             response = self.client.post(f"/v1/models/{model_id}", json=body)
         except httpx.HTTPError as exc:
-            raise submission_error(exc, model_id=model_id) from None
+            failure = submission_error(exc, model_id=model_id)
+        if failure is not None:
+            raise failure  # raised outside `except`: h11's text (may quote a header) is not chained
         submitted = parse_submission(response, model_id=model_id)
         self.log.info("Submitted a %s generation: request_id=%s", model_id, submitted.request_id)
         return submitted
@@ -712,16 +869,26 @@ class SeedanceHook(BaseHook):
         return self._get("model", f"/v1/models/{model_id}", ModelInfo)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the URL and token with one cheap authenticated GET that starts nothing."""
+        """
+        Check the URL and token with one cheap authenticated GET that starts nothing.
+
+        The probe asks for the status of a request id that never exists: "not found" (404/404001) or
+        "unknown id" (400001) means the API accepted the token and looked the id up.
+        """
+        failure: SeedanceError | None = None
         try:
             response = self.client.get(f"/v1/requests/{CONNECTION_TEST_REQUEST_ID}/status")
             interpret_response(response, call="connection test")
-        except SeedanceNotFoundError:
-            return True, f"Connection to {self.config.base_url} works: the API token was accepted."
+        except (SeedanceNotFoundError, SeedanceInvalidIdentifierError) as err:
+            if err.http_status not in (401, 403):
+                return True, f"Connection to {self.config.base_url} works: the API token was accepted."
+            failure = err
         except SeedanceError as err:
-            return False, str(err)
+            failure = err
         except httpx.HTTPError as exc:
-            return False, str(transport_error(exc, call="connection test"))
+            failure = transport_error(exc, call="connection test")
+        if failure is not None:
+            return False, str(failure)
         return True, f"Connection to {self.config.base_url} works."
 
     # -- async API -----------------------------------------------------------------------------------
@@ -734,16 +901,21 @@ class SeedanceHook(BaseHook):
         model: type[_Model],
         request_id: str | None,
         params: dict[str, Any] | None = None,
+        *,
+        deadline: float | None = None,
     ) -> _Model:
         config = await self.aget_config()
         client = shared_async_client(config)
-        async for attempt in async_retrying(call, config.max_retries, config.backoff()):
+        async for attempt in async_retrying(call, config.max_retries, config.backoff(), deadline=deadline):
             with attempt:
+                failure: Exception | None = None
                 try:
                     async with request_slot(client):
                         response = await client.request(method, path, params=params or None)
                 except httpx.HTTPError as exc:
-                    raise transport_error(exc, call=call, request_id=request_id) from None
+                    failure = transport_error(exc, call=call, request_id=request_id)
+                if failure is not None:
+                    raise failure  # raised outside `except`: h11's text (may quote a header) is not chained
                 return _parse(
                     model, interpret_response(response, call=call, request_id=request_id), call, request_id
                 )
@@ -759,11 +931,14 @@ class SeedanceHook(BaseHook):
         model_id = check_model_id(model_id)
         body = payload_to_body(payload)
         client = shared_async_client(await self.aget_config())
+        failure: Exception | None = None
         try:
             async with request_slot(client):
                 response = await client.post(f"/v1/models/{model_id}", json=body)
         except httpx.HTTPError as exc:
-            raise submission_error(exc, model_id=model_id) from None
+            failure = submission_error(exc, model_id=model_id)
+        if failure is not None:
+            raise failure  # raised outside `except`: h11's text (may quote a header) is not chained
         submitted = parse_submission(response, model_id=model_id)
         self.log.info("Submitted a %s generation: request_id=%s", model_id, submitted.request_id)
         return submitted
@@ -776,7 +951,12 @@ class SeedanceHook(BaseHook):
         """
         request_id = check_request_id(request_id)
         return await self._aidempotent(
-            "status", "GET", f"/v1/requests/{request_id}/status", StatusResponse, request_id
+            "status",
+            "GET",
+            f"/v1/requests/{request_id}/status",
+            StatusResponse,
+            request_id,
+            deadline=self.deadline,
         )
 
     async def aget_result(self, request_id: str, *, include_cost: bool = False) -> ResultResponse:
@@ -789,7 +969,13 @@ class SeedanceHook(BaseHook):
         request_id = check_request_id(request_id)
         params = {"include_cost": "true"} if include_cost else None
         return await self._aidempotent(
-            "result", "GET", f"/v1/requests/{request_id}/result", ResultResponse, request_id, params
+            "result",
+            "GET",
+            f"/v1/requests/{request_id}/result",
+            ResultResponse,
+            request_id,
+            params,
+            deadline=self.deadline,
         )
 
     async def acancel(self, request_id: str) -> CancelResponse:
@@ -812,7 +998,9 @@ class SeedanceHook(BaseHook):
         :param model_id: the RunComfy model id.
         """
         model_id = check_model_id(model_id)
-        return await self._aidempotent("model", "GET", f"/v1/models/{model_id}", ModelInfo, None)
+        return await self._aidempotent(
+            "model", "GET", f"/v1/models/{model_id}", ModelInfo, None, deadline=self.deadline
+        )
 
     def _log_cancel(self, request_id: str, outcome: CancelResponse) -> None:
         if outcome.cancelled:

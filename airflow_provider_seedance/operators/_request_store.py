@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from airflow_provider_seedance.models import MODEL_ID_PATTERN, REQUEST_ID_PATTERN
+from airflow_provider_seedance.models import MODEL_ID_PATTERN, REQUEST_ID_PATTERN, unsigned_input
 
 STATE_KEY = "seedance_request"
 """The ``task_state_store`` key. Renaming it breaks re-attaching for tries already in flight."""
@@ -42,11 +42,18 @@ def input_fingerprint(model_id: str, body: Mapping[str, Any]) -> str:
     """
     Return the SHA-256 of a submission: the model id and the JSON body, canonically encoded.
 
+    URLs count without their signing query parameters
+    (:func:`~airflow_provider_seedance.models.unsigned_url`): a presigned image URL rendered again for a
+    retry names the same input, not a new one.
+
     :param model_id: the model the body is for.
     :param body: the JSON body sent to the API.
     """
     canonical = json.dumps(
-        {"model_id": model_id, "input": body}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        {"model_id": model_id, "input": unsigned_input(body)},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import time
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -36,10 +37,14 @@ from airflow_provider_seedance.catalog import (
     validate_request_body,
 )
 from airflow_provider_seedance.exceptions import (
+    AirflowFailException,
     SeedanceConfigurationError,
     SeedanceError,
     SeedanceInputError,
     SeedanceNotFoundError,
+    SeedanceRequestFailedError,
+    SeedanceRequestNotStoredError,
+    SeedanceSubmissionStateUnknownError,
     SeedanceTimeoutError,
     SeedanceTransientError,
 )
@@ -51,6 +56,7 @@ from airflow_provider_seedance.hooks.seedance import (
 )
 from airflow_provider_seedance.models import (
     SEEDANCE_1_5_PRO_I2V_MODEL_ID,
+    RequestStatus,
     SeedanceImageToVideoInput,
     SeedanceTriggerEvent,
 )
@@ -96,6 +102,11 @@ LINEAGE_IMAGE_FIELDS = ("first_frame_image_url", "image", "image_url", "images")
 """Input fields whose http(s) URLs are reported to OpenLineage as the generation's input datasets."""
 
 _UNKNOWN = object()
+
+try:
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+except ImportError:  # Airflow 3.0 keeps it in airflow.exceptions only
+    from airflow.exceptions import AirflowTaskTimeout  # type: ignore[no-redef,attr-defined]
 
 
 class SeedanceVideoLink(BaseOperatorLink):
@@ -244,17 +255,33 @@ class SeedanceBaseOperator(BaseOperator):
         store = request_store_for(context, retention=self.state_retention()) if self.durable else None
         if self.durable and store is None:
             self.log.warning("No task instance in the context: the request id cannot be kept across tries")
-        request_id, outcome = self._resume_or_submit(store, model_id, body)
+        request_id, outcome, stored = self._resume_or_submit(store, model_id, body)
         end_time = time.time() + self.timeout
         self._request_id = request_id
+        with self._unstored_failures_not_retried(request_id, stored):
+            return self._follow(context, store, model_id, request_id, outcome, end_time, stored)
+
+    def _follow(
+        self,
+        context: Context,
+        store: RequestStore | None,
+        model_id: str,
+        request_id: str,
+        outcome: SeedanceTriggerEvent | None,
+        end_time: float,
+        stored: bool,
+    ) -> dict[str, Any]:
+        """Push the request id, then return at once, defer, or poll in the worker until the outcome."""
         context["ti"].xcom_push(key=REQUEST_ID_XCOM_KEY, value=request_id)
 
         if not self.wait_for_completion and (outcome is None or outcome.status != "succeeded"):
             self._request_id = None
-            self._forget(store)
             self.log.info("Not waiting for Seedance request %s (wait_for_completion=False)", request_id)
-            return {"request_id": request_id, "model_id": model_id, "status": SUBMITTED_STATUS}
+            submitted = {"request_id": request_id, "model_id": model_id, "status": SUBMITTED_STATUS}
+            return self._hand_back(context, submitted, store)
 
+        # In the worker, no retry wait of a status or result read (backoff, Retry-After) may pass the deadline.
+        self.hook.deadline = end_time
         tracker = RequestTracker(request_id, self.log)
         if outcome is None:
             # Check once before deferring: a request that is already over needs no triggerer round trip.
@@ -268,7 +295,7 @@ class SeedanceBaseOperator(BaseOperator):
                     end_time=end_time,
                 ),
                 method_name="execute_complete",
-                kwargs={"model_id": model_id, "request_id": request_id},
+                kwargs={"model_id": model_id, "request_id": request_id, "stored": stored},
                 # A backstop only: the trigger yields its own "timeout" event at end_time.
                 timeout=timedelta(seconds=max(0.0, end_time - time.time()) + DEFER_TIMEOUT_GRACE_SECONDS),
             )
@@ -284,6 +311,7 @@ class SeedanceBaseOperator(BaseOperator):
         event: dict[str, Any] | None = None,
         model_id: str | None = None,
         request_id: str | None = None,
+        stored: bool = True,
     ) -> dict[str, Any]:
         """
         Resume after the trigger fired: validate its event and return the result, or fail.
@@ -292,13 +320,16 @@ class SeedanceBaseOperator(BaseOperator):
         :param event: the trigger's event payload.
         :param model_id: the model the request was submitted to (from the deferral).
         :param request_id: the request waited for (from the deferral).
+        :param stored: whether the request id was stored for the next try (from the deferral); when not, a
+            failure of this try is not retried by Airflow, since a retry would pay again.
         """
         remember_video_url(self, None)
         # dag.test() resumes with the event alone, so fall back to this try's XCom and rendered fields.
         expected = request_id or _pushed_request_id(context)
-        parsed = SeedanceTriggerEvent.parse(event, expected_request_id=expected)
-        store = request_store_for(context, retention=self.state_retention()) if self.durable else None
-        return self._finish(context, parsed, model_id or self.model_id, store)
+        with self._unstored_failures_not_retried(expected, stored):
+            parsed = SeedanceTriggerEvent.parse(event, expected_request_id=expected)
+            store = request_store_for(context, retention=self.state_retention()) if self.durable else None
+            return self._finish(context, parsed, model_id or self.model_id, store)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """
@@ -317,12 +348,14 @@ class SeedanceBaseOperator(BaseOperator):
         except TaskDeferralTimeout as exc:
             request_id = _pushed_request_id(context)
             note = cancel_quietly(self.hook, request_id, self.log) if request_id else ""
-            raise SeedanceTimeoutError(
-                f"Seedance request {request_id} was still being waited for when the deferral timed out. "
-                f"{note}",
-                request_id=request_id,
-                status="timeout",
-            ) from exc
+            stored = (next_kwargs or {}).get("stored", True) is not False
+            with self._unstored_failures_not_retried(request_id, stored):
+                raise SeedanceTimeoutError(
+                    f"Seedance request {request_id} was still being waited for when the deferral timed out. "
+                    f"{note}",
+                    request_id=request_id,
+                    status="timeout",
+                ) from exc
 
     def on_kill(self) -> None:
         """Cancel the request the worker is waiting for (best effort: only queued requests can be)."""
@@ -356,8 +389,52 @@ class SeedanceBaseOperator(BaseOperator):
         else:
             self.log.info("Seedance request %s: the API reported no cost", result["request_id"])
         self._lineage = result
+        return self._hand_back(context, result, store)
+
+    def _hand_back(
+        self, context: Context, result: dict[str, Any], store: RequestStore | None
+    ) -> dict[str, Any]:
+        """
+        Push the return value, then delete the stored request id, and return the value.
+
+        Airflow pushes the return value only after ``execute`` returns: deleting the record first would let
+        a failed push (an XCom backend outage) send the retry to submit, and pay, again. Pushed here first,
+        the record is deleted only once the value is safe; Airflow's own push then writes the same value.
+
+        :param context: the task context.
+        :param result: the return value.
+        :param store: the request store (``None``: nothing to delete).
+        """
+        if store is not None and self.do_xcom_push:
+            context["ti"].xcom_push(key="return_value", value=result)
         self._forget(store)
         return result
+
+    @contextmanager
+    def _unstored_failures_not_retried(self, request_id: str | None, stored: bool) -> Iterator[None]:
+        """
+        Turn a failure of a try whose request id could not be stored into one Airflow does not retry.
+
+        A retry could not re-attach to that request and would pay for a second one. A request that ended
+        ``failed`` or ``cancelled`` is the exception: a retry replaces it whether or not its id was stored.
+
+        :param request_id: the request this try submitted.
+        :param stored: whether its id is stored; when it is, failures pass through unchanged.
+        """
+        try:
+            yield
+        except (Exception, AirflowTaskTimeout) as exc:
+            if stored or isinstance(exc, AirflowFailException):
+                raise
+            if isinstance(exc, SeedanceRequestFailedError) and exc.status in ("failed", "cancelled"):
+                raise
+            raise SeedanceRequestNotStoredError(
+                f"{type(exc).__name__}: {str(exc).rstrip('.')}. Seedance request {request_id} was submitted by "
+                f"this try, but its id could not be stored for the next one, so this failure is NOT retried "
+                f"(a retry would submit, and pay for, a second request). Follow request {request_id} with "
+                f"SeedanceRequestSensor, or check it in your RunComfy request history.",
+                request_id=request_id,
+            ) from exc
 
     # -- OpenLineage ------------------------------------------------------------------------------------
 
@@ -421,26 +498,82 @@ class SeedanceBaseOperator(BaseOperator):
 
     def _resume_or_submit(
         self, store: RequestStore | None, model_id: str, body: dict[str, Any]
-    ) -> tuple[str, SeedanceTriggerEvent | None]:
-        """Return the request to follow and, when already known, its outcome; submit only when needed."""
+    ) -> tuple[str, SeedanceTriggerEvent | None, bool]:
+        """
+        Return the request to follow, its outcome when already known, and whether its id is stored.
+
+        Submits only when no earlier try left a request to re-attach to.
+        """
         fingerprint = input_fingerprint(model_id, body)
         if store is not None:
             previous = self._load(store)
             if previous is not None and not previous.matches(model_id, fingerprint):
-                self.log.info(
-                    "Seedance request %s was stored by an earlier try for a different model or input; "
-                    "submitting a new request for the current input",
-                    previous.request_id,
-                )
+                self._set_aside(previous.request_id)
             elif previous is not None:
                 reuse, outcome = self._inspect_previous(previous.request_id)
                 if reuse:
-                    return previous.request_id, outcome
+                    return previous.request_id, outcome, True
         self.before_submit(model_id, body)
-        submitted = self.hook.submit(model_id, body)
-        if store is not None:
-            self._save(store, StoredRequest(submitted.request_id, model_id, fingerprint))
-        return submitted.request_id, None
+        try:
+            submitted = self.hook.submit(model_id, body)
+        except SeedanceSubmissionStateUnknownError as exc:
+            # The answer named a request it may have created: keep it, so a new try (a clear) re-attaches.
+            if store is not None and exc.request_id is not None:
+                self._save(store, StoredRequest(exc.request_id, model_id, fingerprint))
+            raise
+        if store is None:
+            return submitted.request_id, None, not self.durable
+        stored = self._save(store, StoredRequest(submitted.request_id, model_id, fingerprint))
+        return submitted.request_id, None, stored
+
+    def _set_aside(self, request_id: str) -> None:
+        """
+        Deal with a request an earlier try submitted for another model or input, before submitting anew.
+
+        The current input is what the task must generate, so a new request is submitted. The old one is
+        never dropped silently: still queued, it is cancelled (nothing is billed); running or finished, a
+        WARNING says it goes on (and is billed) and that its result is not used.
+
+        :param request_id: the request of the earlier try.
+        """
+        changed = (
+            f"Seedance request {request_id} was submitted by an earlier try of this task for a different model "
+            f"or input (the DAG or its parameters changed since)"
+        )
+        try:
+            state = self.hook.get_status(request_id).state
+        except SeedanceNotFoundError:
+            self.log.info("%s and is no longer known to the API; submitting the current input", changed)
+            return
+        except SeedanceError as exc:
+            self.log.warning(
+                "%s; its state could not be read (%s). %s Submitting the current input.",
+                changed,
+                exc,
+                cancel_quietly(self.hook, request_id, self.log),
+            )
+            return
+        if state is RequestStatus.IN_QUEUE:
+            self.log.warning(
+                "%s and is still queued: cancelling it. %s Submitting the current input.",
+                changed,
+                cancel_quietly(self.hook, request_id, self.log),
+            )
+        elif state.is_failure():
+            self.log.info("%s and ended %s; submitting the current input", changed, state.value)
+        elif state is RequestStatus.IN_PROGRESS:
+            self.log.warning(
+                "%s and is still generating: it cannot be cancelled any more, it runs on and is billed, and "
+                "its result is not used. Submitting the current input as a new, separately billed request.",
+                changed,
+            )
+        else:
+            self.log.warning(
+                "%s and has already finished (%s; billed if it succeeded): its result is not used. Submitting "
+                "the current input as a new, separately billed request.",
+                changed,
+                state.value,
+            )
 
     def _inspect_previous(self, request_id: str) -> tuple[bool, SeedanceTriggerEvent | None]:
         """Decide whether a request of an earlier try is re-used: ``(reuse, outcome if already over)``."""
@@ -492,21 +625,23 @@ class SeedanceBaseOperator(BaseOperator):
                 f"the next one reads it again. Set durable=False to submit without this check."
             ) from exc
 
-    def _save(self, store: RequestStore, record: StoredRequest) -> None:
+    def _save(self, store: RequestStore, record: StoredRequest) -> bool:
+        """Store the request id for the next try; return whether that worked (a failure is logged, not raised)."""
         try:
             store.save(record)
         except Exception as exc:
             # The request exists and is paid for: failing now would make the retry submit a second one.
             self.log.error(
-                "Could not store Seedance request id %s in the %s (%s: %s); a retry of this task would "
-                "submit a new request",
+                "Could not store Seedance request id %s in the %s (%s: %s): a new try could not re-attach to "
+                "it, so if this try fails, it fails without an Airflow retry",
                 record.request_id,
                 store.description,
                 type(exc).__name__,
                 exc,
             )
-        else:
-            self.log.debug("Stored Seedance request id %s in the %s", record.request_id, store.description)
+            return False
+        self.log.debug("Stored Seedance request id %s in the %s", record.request_id, store.description)
+        return True
 
     def _forget(self, store: RequestStore | None) -> None:
         if store is None:

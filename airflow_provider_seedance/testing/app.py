@@ -265,6 +265,15 @@ def _fault_error(fault: Fault) -> ApiError:
     return ApiError(fault.status_code, fault.error_code, message, headers=headers, body=fault.body)
 
 
+def _added_error(fault: Fault) -> dict[str, Any]:
+    """Return the keys a ``payload_with_error`` fault adds to an answer it keeps."""
+    if isinstance(fault.body, dict):
+        return dict(fault.body)
+    code = fault.error_code if fault.error_code is not None else DEFAULT_ERROR_200_CODE
+    message = fault.error_message or "The request failed (an error beside a normal answer, injected fault)"
+    return {"error_code": code, "error_message": message}
+
+
 def _cut_point(fault: Fault | None, length: int) -> int | None:
     if fault is None:
         return None
@@ -314,7 +323,7 @@ class _Call:
     def answer(
         self, payload: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
     ) -> Response:
-        """Render ``payload`` as JSON, damaged as the call's fault says (unknown status, garbled, cut)."""
+        """Render ``payload`` as JSON, damaged as the call's fault says (unknown status, error, garbled, cut)."""
         fault = self.fault
         if (
             fault is not None
@@ -323,6 +332,15 @@ class _Call:
             and "status" in payload
         ):
             payload = {**payload, "status": fault.status_value}
+        if (
+            fault is not None
+            and fault.kind == "payload_with_error"
+            and isinstance(payload, dict)
+            and 200 <= status_code < 300
+        ):
+            payload = {**payload, **_added_error(fault)}
+            if "status_code" in fault.model_fields_set:
+                status_code = fault.status_code
         if fault is not None and fault.kind == "malformed_json":
             text = fault.body if isinstance(fault.body, str) else DEFAULT_MALFORMED_BODY
             return Response(text.encode("utf-8"), status_code=200, media_type="application/json")

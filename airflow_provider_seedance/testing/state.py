@@ -74,14 +74,21 @@ Endpoint = Literal["submit", "status", "result", "cancel", "model", "download", 
 
 FaultEndpoint = Literal["submit", "status", "result", "cancel", "model", "download", "any"]
 FaultKind = Literal[
-    "http_error", "error_200", "malformed_json", "drop", "slow", "truncated", "unknown_status"
+    "http_error",
+    "error_200",
+    "payload_with_error",
+    "malformed_json",
+    "drop",
+    "slow",
+    "truncated",
+    "unknown_status",
 ]
 Outcome = Literal["succeed", "fail", "stuck_in_queue", "stuck_running"]
 Phase = Literal["in_queue", "in_progress", "succeeded", "failed", "cancelled"]
 OutputStyle = Literal["auto", "video", "videos", "both"]
 
 _STATUS_ONLY_KINDS = {"unknown_status": frozenset({"status", "result"})}
-_NOT_FOR_DOWNLOADS = frozenset({"malformed_json"})
+_NOT_FOR_DOWNLOADS = frozenset({"malformed_json", "payload_with_error"})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -136,18 +143,22 @@ class Fault(BaseModel):
     hit (``None``: every call, for as long as the fault stays).
 
     ``http_error`` and ``error_200`` answer *instead of* handling the call (a failed submit creates no job);
-    ``drop``, ``truncated``, ``slow``, ``malformed_json`` and ``unknown_status`` damage or delay the answer
-    of a call that *was* handled (a dropped submit did create, and bill, a job: the ambiguous case).
+    ``drop``, ``truncated``, ``slow``, ``malformed_json``, ``unknown_status`` and ``payload_with_error``
+    damage or delay the answer of a call that *was* handled (a dropped submit did create, and bill, a job:
+    the ambiguous case). ``payload_with_error`` keeps the normal answer (a submit's ``request_id`` and URLs)
+    and adds an error to it: ``error_code`` and ``error_message``, or the keys of ``body`` (e.g.
+    ``{"code": 500, "message": "..."}``); its HTTP status is 200 unless ``status_code`` is set.
 
-    :param kind: ``http_error``, ``error_200``, ``malformed_json``, ``drop``, ``slow``, ``truncated`` or
-        ``unknown_status``.
+    :param kind: ``http_error``, ``error_200``, ``payload_with_error``, ``malformed_json``, ``drop``,
+        ``slow``, ``truncated`` or ``unknown_status``.
     :param endpoint: ``submit``, ``status``, ``result``, ``cancel``, ``model``, ``download`` or ``any``.
     :param model_id: only calls about this model (for request calls: the model the request was submitted to).
     :param request_id: only calls about this request.
     :param times: how many calls to hit; ``None`` hits every matching call.
     :param skip: let this many matching calls through before hitting any.
     :param probability: chance (0..1) that a matching call is hit, from the state's seeded random generator.
-    :param status_code: HTTP status of an ``http_error`` (400..599).
+    :param status_code: HTTP status of an ``http_error`` (400..599); of a ``payload_with_error`` answer
+        only when set explicitly (else 200).
     :param error_code: RunComfy ``error_code`` in the error body (``http_error``: omitted when ``None``).
     :param error_message: ``error_message`` in the error body.
     :param retry_after: seconds to send as ``Retry-After`` with an ``http_error``.
@@ -155,8 +166,9 @@ class Fault(BaseModel):
     :param truncate_at_bytes: how many body bytes a ``truncated`` answer sends before the cut.
     :param truncate_fraction: the share of the body sent when ``truncate_at_bytes`` is not set.
     :param status_value: the undocumented status an ``unknown_status`` fault reports.
-    :param body: the exact JSON body of an ``http_error``/``error_200`` answer, or the exact text of a
-        ``malformed_json`` answer, instead of the default one.
+    :param body: the exact JSON body of an ``http_error``/``error_200`` answer, the exact text of a
+        ``malformed_json`` answer, or the keys a ``payload_with_error`` fault adds (a JSON object), instead of
+        the default ones.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -190,6 +202,10 @@ class Fault(BaseModel):
         if self.kind == "malformed_json" and self.body is not None and not isinstance(self.body, str):
             raise ValueError(
                 "the body of a malformed_json fault is the raw text to send, so it must be a string"
+            )
+        if self.kind == "payload_with_error" and self.body is not None and not isinstance(self.body, dict):
+            raise ValueError(
+                "the body of a payload_with_error fault holds the keys added to the answer: a JSON object"
             )
         return self
 
