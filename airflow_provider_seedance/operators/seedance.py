@@ -255,6 +255,8 @@ class SeedanceBaseOperator(BaseOperator):
         store = request_store_for(context, retention=self.state_retention()) if self.durable else None
         if self.durable and store is None:
             self.log.warning("No task instance in the context: the request id cannot be kept across tries")
+        # Reading an earlier try's request is bounded too: no retry wait may hold the worker past `timeout`.
+        self.hook.deadline = time.time() + self.timeout
         request_id, outcome, stored = self._resume_or_submit(store, model_id, body)
         end_time = time.time() + self.timeout
         self._request_id = request_id

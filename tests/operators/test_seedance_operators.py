@@ -280,7 +280,7 @@ def test_defers_after_submit_with_id_stored_and_pushed(
     assert kwargs["poll_interval"] == 0.05
     assert before + 600 <= kwargs["end_time"] <= time.time() + 600
     assert deferred.value.method_name == "execute_complete"
-    assert deferred.value.kwargs == {"model_id": MODEL, "request_id": request_id}
+    assert deferred.value.kwargs == {"model_id": MODEL, "request_id": request_id, "stored": True}
     assert 600 < deferred.value.timeout.total_seconds() <= 600 + DEFER_TIMEOUT_GRACE_SECONDS
 
 
