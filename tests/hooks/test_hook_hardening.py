@@ -140,7 +140,9 @@ def test_a_2xx_naming_an_invalid_request_id_is_state_unknown_naming_it(
     assert emulator.state.count("submit") == 1
 
 
-def test_an_error_without_a_request_id_is_still_a_refusal(emulator: SeedanceEmulator, hook: SeedanceHook) -> None:
+def test_an_error_without_a_request_id_is_still_a_refusal(
+    emulator: SeedanceEmulator, hook: SeedanceHook
+) -> None:
     emulator.add_fault(Fault(kind="error_200", endpoint="submit", error_code=400002))
     with pytest.raises(Exception) as raised:
         hook.submit(MODEL, PAYLOAD)
@@ -163,7 +165,8 @@ def test_a_token_http_cannot_carry_is_refused_without_echoing_it(
         text = str(raised.value)
         assert "API token contains" in text
         assert "Submission state unknown" not in text
-        assert not leaks(text) and not leaks(repr(raised.value))
+        assert not leaks(text)
+        assert not leaks(repr(raised.value))
         assert raised.value.__cause__ is None
 
         with pytest.raises(SeedanceConfigurationError) as raised_get:
@@ -209,7 +212,9 @@ def test_the_control_character_rule_names_the_problem(
     assert SeedanceHook("seedance_bad").config.token == emulator.token
 
 
-def test_surrounding_whitespace_is_still_forgiven(emulator: SeedanceEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_surrounding_whitespace_is_still_forgiven(
+    emulator: SeedanceEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hook = SeedanceHook(bad_token_conn(emulator, monkeypatch, f"  {emulator.token}\n"))
     try:
         assert hook.submit(MODEL, PAYLOAD).request_id
@@ -238,12 +243,16 @@ def test_h11_refusing_the_header_is_not_state_unknown_and_quotes_nothing(emulato
         hook.close()
     for error in (raised.value, raised_get.value):
         text = str(error)
-        assert "could not be sent" in text and "Nothing was sent" in text
+        assert "could not be sent" in text
+        assert "Nothing was sent" in text
         assert "Submission state unknown" not in text
-        assert not leaks(text) and not leaks(repr(error))
+        assert not leaks(text)
+        assert not leaks(repr(error))
         # Not even through the exception chain (h11's own message quotes the header).
-        assert error.__cause__ is None and error.__context__ is None
-    assert ok is False and not leaks(message)
+        assert error.__cause__ is None
+        assert error.__context__ is None
+    assert ok is False
+    assert not leaks(message)
     assert emulator.state.count("submit") == 0
 
 
@@ -283,7 +292,9 @@ def test_error_texts_naming_a_header_are_withheld() -> None:
 
 def test_retry_after_never_crosses_the_deadline(emulator: SeedanceEmulator, hook: SeedanceHook) -> None:
     request_id = hook.submit(MODEL, PAYLOAD).request_id
-    emulator.add_fault(Fault(kind="http_error", endpoint="status", status_code=429, retry_after=60, times=None))
+    emulator.add_fault(
+        Fault(kind="http_error", endpoint="status", status_code=429, retry_after=60, times=None)
+    )
     hook.deadline = time.time() + 1.0
     outcome: list[BaseException] = []
 
@@ -303,7 +314,9 @@ def test_retry_after_never_crosses_the_deadline(emulator: SeedanceEmulator, hook
     assert emulator.state.count("status") == 1  # the 60 s wait would have crossed it: not made
 
 
-def test_backoff_stops_at_the_deadline_but_retries_before_it(emulator: SeedanceEmulator, hook: SeedanceHook) -> None:
+def test_backoff_stops_at_the_deadline_but_retries_before_it(
+    emulator: SeedanceEmulator, hook: SeedanceHook
+) -> None:
     request_id = hook.submit(MODEL, PAYLOAD).request_id
     emulator.add_fault(Fault(kind="http_error", endpoint="status", status_code=503, times=1))
     hook.deadline = time.time() + 30
@@ -313,7 +326,9 @@ def test_backoff_stops_at_the_deadline_but_retries_before_it(emulator: SeedanceE
 
 def test_retry_after_never_crosses_the_deadline_async(emulator: SeedanceEmulator, hook: SeedanceHook) -> None:
     request_id = hook.submit(MODEL, PAYLOAD).request_id
-    emulator.add_fault(Fault(kind="http_error", endpoint="result", status_code=429, retry_after=60, times=None))
+    emulator.add_fault(
+        Fault(kind="http_error", endpoint="result", status_code=429, retry_after=60, times=None)
+    )
     hook.deadline = time.time() + 1.0
 
     async def go() -> BaseException:

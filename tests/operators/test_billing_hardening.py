@@ -82,7 +82,9 @@ def warnings(logs: CapturedLogs, text: str) -> list[str]:
 # -- item 1: an answer naming a request id is a created request ----------------------------------------------
 
 
-def test_a_2xx_with_id_and_error_is_followed_and_stored(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+def test_a_2xx_with_id_and_error_is_followed_and_stored(
+    emulator: SeedanceEmulator, seedance_conn: str
+) -> None:
     emulator.set_plan(STUCK)
     emulator.add_fault(Fault(kind="payload_with_error", endpoint="submit", body={"code": 500, "msg": "x"}))
     ti, store = FakeTaskInstance(), FakeTaskStateStore()
@@ -248,7 +250,8 @@ def test_unstored_id_then_an_error_while_waiting_is_not_retried(
     [job] = emulator.state.jobs()
     assert isinstance(raised.value, AirflowFailException)
     assert raised.value.request_id == job.request_id
-    assert job.request_id in str(raised.value) and "NOT retried" in str(raised.value)
+    assert job.request_id in str(raised.value)
+    assert "NOT retried" in str(raised.value)
     assert isinstance(raised.value.__cause__, SeedanceRequestFailedError)
 
 
@@ -345,9 +348,13 @@ def test_retry_after_does_not_hold_the_worker_past_timeout(
     assert time.monotonic() - started < 20
 
 
-def test_reading_an_earlier_request_is_bounded_by_timeout(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+def test_reading_an_earlier_request_is_bounded_by_timeout(
+    emulator: SeedanceEmulator, seedance_conn: str
+) -> None:
     old = submit_directly(emulator, STUCK)
-    emulator.add_fault(Fault(kind="http_error", endpoint="status", status_code=429, retry_after=120, times=None))
+    emulator.add_fault(
+        Fault(kind="http_error", endpoint="status", status_code=429, retry_after=120, times=None)
+    )
     error = _run_bounded(
         lambda: i2v(deferrable=False, timeout=1.0).execute(make_context(store=stored(old))), 20
     )
@@ -402,7 +409,9 @@ def test_good_data_uris_are_sent_as_written(emulator: SeedanceEmulator, seedance
     assert emulator.state.requests("submit")[0].body["first_frame_image_url"] == uri
 
 
-def test_the_data_uri_rule_holds_for_every_typed_model(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+def test_the_data_uri_rule_holds_for_every_typed_model(
+    emulator: SeedanceEmulator, seedance_conn: str
+) -> None:
     with pytest.raises(SeedanceInputError, match=r"image_url\.1: .*payload is empty"):
         SeedanceV2ProOperator(
             task_id="v2", prompt=PROMPT, image_url=[IMAGE, "data:image/png;base64,"]
@@ -415,4 +424,3 @@ def test_the_data_uri_rule_holds_for_every_typed_model(emulator: SeedanceEmulato
             validate_input=True,
         ).execute(make_context(store=FakeTaskStateStore()))
     assert emulator.state.requests() == []
-
