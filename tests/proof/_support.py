@@ -38,6 +38,13 @@ SLOW_CONN_ID = "seedance_slow"
 SLOW_CALL_TIMEOUT = 0.5
 SLOW_FAULT_SECONDS = 1.5
 
+NEWLINE_TOKEN_CONN_ID = "seedance_newline_token"
+"""A connection whose token has a line break inside (a bad paste): refused when read, never sent."""
+
+NEWLINE_TOKEN_PARTS = ("sk-test-NEWLINE-a81f3c", "second-line-5d02e9")
+NEWLINE_TOKEN = "\n".join(NEWLINE_TOKEN_PARTS)
+"""The token of :data:`NEWLINE_TOKEN_CONN_ID`; leak checks search for each of its lines."""
+
 STAGING_MARKER = ".seedance-staging/"
 
 
@@ -50,8 +57,20 @@ def set_connections(monkeypatch: pytest.MonkeyPatch, emulator: SeedanceEmulator)
     """
     monkeypatch.setenv("AIRFLOW_CONN_SEEDANCE_DEFAULT", conn_json(emulator))
     monkeypatch.setenv(f"AIRFLOW_CONN_{SLOW_CONN_ID.upper()}", conn_json(emulator, timeout=SLOW_CALL_TIMEOUT))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{NEWLINE_TOKEN_CONN_ID.upper()}", newline_token_conn(emulator))
     # No aws_default connection: S3 clients use boto3's chain (the fake keys of tests/conftest.py) + moto.
     monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+
+
+def newline_token_conn(emulator: SeedanceEmulator) -> str:
+    """
+    Return a JSON ``seedance`` connection for the emulator whose token is :data:`NEWLINE_TOKEN`.
+
+    :param emulator: the running emulator.
+    """
+    fields = json.loads(conn_json(emulator))
+    fields["password"] = NEWLINE_TOKEN
+    return json.dumps(fields)
 
 
 # ---------------------------------------------------------------------------------------------------------

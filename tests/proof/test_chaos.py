@@ -9,6 +9,9 @@ times=None)``, drawn from the emulator's seeded generator), on every endpoint it
 * ``DAG_RUNS`` full ``dag.test()`` runs of generate >> SeedanceToS3Operator pairs (deferrable and sync,
   ``retries=1`` on every task), copying into moto, with random S3 ``UploadPart`` failures on large videos.
 
+A few more direct generations use a connection whose token has a line break inside: refused when the
+connection is read, they must fail cleanly without a single request.
+
 Each generation carries a unique marker in its prompt, so the emulator's jobs can be counted per logical
 generation. The report prints generations succeeded, failed cleanly (a ``SeedanceError`` with a message),
 duplicates (more than one job for one logical generation: must be 0) and leftovers (unverified objects and
@@ -56,9 +59,11 @@ from tests.operators._dag_support import IMAGE, START, run_dag, task_instances, 
 from tests.proof._support import (
     BUCKET,
     FAST,
+    NEWLINE_TOKEN_CONN_ID,
     ErrorLog,
     UploadPartFaults,
     moto_bucket,
+    newline_token_conn,
     s3_leftovers,
     s3_objects,
     served_sha256,
@@ -74,6 +79,9 @@ SEED = int(os.environ.get("PROOF_CHAOS_SEED", "20251125"))
 
 DIRECT = 188
 """Generations at hook/trigger level."""
+
+NEWLINE_TOKEN_GENERATIONS = 4
+"""Direct generations on a connection whose token has a line break inside (refused before any request)."""
 
 SYNC_SHARE = 0.2
 """Share of the direct generations that poll in a worker thread instead of a trigger."""
@@ -150,6 +158,9 @@ def chaos_faults(model_id: str, *, with_not_found: bool) -> list[Fault]:
             kinds += [
                 {"kind": "malformed_json"},
                 {"kind": "error_200"},
+                # The normal answer (a submit's request_id) plus an error: a created request all the same.
+                {"kind": "payload_with_error"},
+                {"kind": "payload_with_error", "body": {"code": 500, "message": "internal error"}},
                 {"kind": "http_error", "status_code": 401, "error_code": 400004},
                 {"kind": "http_error", "status_code": 402, "error_code": 400002},
             ]
@@ -215,6 +226,15 @@ def input_for(marker: str) -> SeedanceInputModel:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def conn_for(marker: str) -> str:
+    """
+    Return the connection a direct generation uses: the chaos one, or the one with a newline in its token.
+
+    :param marker: the generation's marker.
+    """
+    return NEWLINE_TOKEN_CONN_ID if marker.startswith("newline-") else CHAOS_CONN_ID
+
+
 async def trigger_generation(marker: str, model_id: str) -> tuple[BaseException | None, str | None]:
     """
     Submit with ``asubmit``, wait with the real trigger, end like the operator does.
@@ -224,7 +244,7 @@ async def trigger_generation(marker: str, model_id: str) -> tuple[BaseException 
     :param marker: the generation's marker.
     :param model_id: the model to submit to.
     """
-    hook = SeedanceHook(CHAOS_CONN_ID)
+    hook = SeedanceHook(conn_for(marker))
     request_id = None
     try:
         submitted = await hook.asubmit(model_id, input_for(marker))
@@ -261,7 +281,7 @@ def worker_generation(marker: str, model_id: str) -> tuple[BaseException | None,
     :param marker: the generation's marker.
     :param model_id: the model to submit to.
     """
-    hook = SeedanceHook(CHAOS_CONN_ID)
+    hook = SeedanceHook(conn_for(marker))
     request_id = None
     try:
         submitted = hook.submit(model_id, input_for(marker))
@@ -495,6 +515,7 @@ def chaos(module_patch: pytest.MonkeyPatch) -> Iterator[ChaosReport]:
         module_patch.setenv(
             f"AIRFLOW_CONN_{CHAOS_CONN_ID.upper()}", conn_json(emulator, timeout=CALL_TIMEOUT)
         )
+        module_patch.setenv(f"AIRFLOW_CONN_{NEWLINE_TOKEN_CONN_ID.upper()}", newline_token_conn(emulator))
         module_patch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
         upload_faults = UploadPartFaults(chance=(UPLOAD_PART_FAILURE_PROBABILITY, random.Random(SEED + 1)))
         upload_faults.install(module_patch)
@@ -528,6 +549,8 @@ def chaos(module_patch: pytest.MonkeyPatch) -> Iterator[ChaosReport]:
             )
             copy = rng.random() < COPY_SHARE
             direct_plan.append((f"direct-{index}", path, model_id, copy))
+        for index in range(NEWLINE_TOKEN_GENERATIONS):
+            direct_plan.append((f"newline-{index}", ("trigger", "worker")[index % 2], DIRECT_MODEL, False))
         generations = _run_in_fresh_loop(lambda: run_direct(direct_plan))
         direct_seconds = time.monotonic() - started
 
@@ -592,7 +615,7 @@ def test_every_generation_ended_cleanly(chaos: ChaosReport) -> None:
     """Each generation succeeded or failed with a SeedanceError carrying a message; nothing hung."""
     unclean = [g for g in chaos.generations if g.ending == "unclean"]
     assert unclean == []
-    assert len(chaos.generations) == DIRECT + DAG_RUNS * PAIRS_PER_RUN
+    assert len(chaos.generations) == DIRECT + NEWLINE_TOKEN_GENERATIONS + DAG_RUNS * PAIRS_PER_RUN
     # Bounded: no wait outlived its deadline by more than the hang margin (the trigger's is also enforced
     # by asyncio.wait_for: a hang would have ended "unclean").
     assert (
@@ -606,6 +629,14 @@ def test_no_logical_generation_was_submitted_twice(chaos: ChaosReport) -> None:
     assert chaos.duplicates == 0
     assert None not in chaos.jobs_per_marker
     assert set(chaos.jobs_per_marker) <= {g.marker for g in chaos.generations}
+
+
+def test_a_token_with_a_newline_sends_nothing(chaos: ChaosReport) -> None:
+    """Generations on the newline-token connection fail cleanly with a configuration error, sending nothing."""
+    refused = [g for g in chaos.generations if g.marker.startswith("newline-")]
+    assert len(refused) == NEWLINE_TOKEN_GENERATIONS
+    assert {(g.ending, g.detail) for g in refused} == {("failed_cleanly", "SeedanceConfigurationError")}
+    assert all(chaos.posts_per_marker[g.marker] == 0 for g in refused)
 
 
 def test_nothing_partial_is_left_in_s3(chaos: ChaosReport) -> None:

@@ -22,6 +22,7 @@ from airflow.sdk import DAG
 from airflow_provider_seedance.exceptions import (
     SeedanceAPIError,
     SeedanceAuthenticationError,
+    SeedanceConfigurationError,
     SeedanceConnectionError,
     SeedanceError,
     SeedanceInsufficientBalanceError,
@@ -38,15 +39,19 @@ from tests.operators._dag_support import IMAGE, START, run_dag, task_instances, 
 from tests.proof._support import (
     BUCKET,
     FAST,
+    NEWLINE_TOKEN_CONN_ID,
+    NEWLINE_TOKEN_PARTS,
     SLOW_CONN_ID,
     SLOW_FAULT_SECONDS,
     ErrorLog,
     TryError,
     UploadPartFaults,
     calls_of,
+    exception_texts,
     jobs_of,
     min_gap_after_fault,
     moto_bucket,
+    occurrences,
     s3_leftovers,
     s3_objects,
     served_sha256,
@@ -106,6 +111,7 @@ class OperatorCase:
     :param deferrable: wait in the trigger (else the worker polls).
     :param timeout: the operator's deadline, seconds.
     :param replaced: every try after the first submits anew because the API called the stored request gone.
+    :param max_try_seconds: the last try must take less than this (``None``: not checked).
     """
 
     id: str
@@ -126,6 +132,7 @@ class OperatorCase:
     deferrable: bool = True
     timeout: float = 15.0
     replaced: bool = False
+    max_try_seconds: float | None = None
 
     @property
     def model_id(self) -> str:
@@ -445,7 +452,78 @@ def _sync_cases() -> list[OperatorCase]:
     ]
 
 
-OPERATOR_CASES = [*_submit_cases(), *_read_cases("status"), *_read_cases("result"), *_sync_cases()]
+def _billing_cases() -> list[OperatorCase]:
+    """Answers that read like errors although a request was created, a token HTTP cannot carry, a deadline."""
+    created: dict[str, Any] = {"state": "success", "tries": 1, "posts": 1, "jobs": 1, "faulted": 1}
+    return [
+        # A 2xx naming a request id is a created request, whatever else it says: followed, never paid twice.
+        OperatorCase("submit-200-id-error", Fault(kind="payload_with_error", endpoint="submit"), **created),
+        OperatorCase(
+            "submit-200-id-code",
+            Fault(kind="payload_with_error", endpoint="submit", body={"code": 500, "message": "internal"}),
+            **created,
+        ),
+        OperatorCase(
+            "sync-submit-200-id-error",
+            Fault(kind="payload_with_error", endpoint="submit"),
+            deferrable=False,
+            **created,
+        ),
+        # An error status naming a request id: that request may exist; state unknown, naming it, no retry.
+        OperatorCase(
+            "submit-500-id",
+            Fault(kind="payload_with_error", endpoint="submit", status_code=500),
+            "failed",
+            tries=1,
+            posts=1,
+            jobs=1,
+            error=SeedanceSubmissionStateUnknownError,
+            says=("Submission state unknown", "HTTP 500", "NOT submitted again"),
+            no_task_retry=True,
+            names_request=True,
+            faulted=1,
+        ),
+        # A token with a line break inside: refused when the connection is read, before anything is sent.
+        OperatorCase(
+            "submit-newline-token",
+            None,
+            "failed",
+            tries=1,
+            posts=0,
+            jobs=0,
+            error=SeedanceConfigurationError,
+            says=("the API token contains a line break", "Nothing was sent"),
+            no_task_retry=True,
+            conn=NEWLINE_TOKEN_CONN_ID,
+        ),
+        # Retry-After: 20 on every status read, in the worker with a 1 s timeout: no wait crosses the
+        # deadline, so each try ends in about a second instead of minutes.
+        OperatorCase(
+            "sync-status-429-past-deadline",
+            http(429, retry_after=20, endpoint="status", times=None, skip=1),
+            "failed",
+            tries=TASK_RETRIES + 1,
+            posts=1,
+            jobs=1,
+            error=SeedanceTimeoutError,
+            says=("did not finish before its deadline",),
+            later=SeedanceError,
+            later_says=("Not submitting a second, paid request",),
+            names_request=True,
+            deferrable=False,
+            timeout=1.0,
+            max_try_seconds=10.0,
+        ),
+    ]
+
+
+OPERATOR_CASES = [
+    *_submit_cases(),
+    *_read_cases("status"),
+    *_read_cases("result"),
+    *_sync_cases(),
+    *_billing_cases(),
+]
 
 
 @dataclass(frozen=True)
@@ -689,6 +767,8 @@ def test_generation_fault(matrix: MatrixRun, case: OperatorCase) -> None:
     ti = matrix.tis[case.id]
     assert str(ti.state) == case.state
     assert ti.try_number == case.tries
+    if case.max_try_seconds is not None:
+        assert (ti.end_date - ti.start_date).total_seconds() < case.max_try_seconds
 
     posts = calls_of(matrix.emulator, "submit", case.model_id)
     jobs = jobs_of(matrix.emulator, case.model_id)
@@ -732,6 +812,15 @@ def test_generation_fault(matrix: MatrixRun, case: OperatorCase) -> None:
             assert result["video_url"] == f"{matrix.emulator.base_url}/files/{jobs[-1].request_id}/0.mp4"
         else:
             assert (result["video_url"], result["video_urls"]) == (None, [])
+
+
+def test_a_token_with_a_newline_leaves_no_trace(matrix: MatrixRun) -> None:
+    """The refused token is quoted nowhere in the failure: message, repr, attributes, traceback, causes."""
+    [failure] = matrix.failures("submit-newline-token")
+    texts = exception_texts(failure.error)
+    for part in NEWLINE_TOKEN_PARTS:
+        assert occurrences(texts, part) == []
+    assert "Bearer" not in "".join(texts)
 
 
 @pytest.mark.parametrize(

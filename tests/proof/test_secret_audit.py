@@ -5,7 +5,9 @@ sync success, the generic operator, ``wait_for_completion=False``, an API failur
 an auth error at submit and while polling (with a task retry), a submit whose state is unknown, a
 transfer that succeeds, one whose S3 upload fails and one whose link expired, the sensor deferred and
 poking, and a sensor on a failed request; plus a second run on the Airflow < 3.3 fallback (request id
-kept in a Variable).
+kept in a Variable). A second audit runs the operator, sensor and transfer paths (and ``test_connection()``)
+on a connection whose token has a line break inside, which h11 would quote in its error: every path must fail
+before sending anything, and no line of that token may appear anywhere.
 
 Searched afterwards: every column of every row of every metadata DB table (``connection`` excepted: no
 test writes one, the connections come from the environment), the raw bytes of every file under
@@ -48,6 +50,8 @@ from tests.operators._dag_support import IMAGE, START, run_dag, task_instances, 
 from tests.proof._support import (
     BUCKET,
     FAST,
+    NEWLINE_TOKEN_CONN_ID,
+    NEWLINE_TOKEN_PARTS,
     ErrorLog,
     UploadPartFaults,
     moto_bucket,
@@ -426,3 +430,98 @@ def test_reprs_hold_no_token(module_emulator: SeedanceEmulator, monkeypatch: pyt
 async def _async_config_repr(hook: SeedanceHook) -> str:
     """Return the repr of the config resolved on the async side."""
     return repr(await hook.aget_config())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The same search with a token that has a line break inside
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _newline_token_dag(errors: ErrorLog) -> DAG:
+    """Every path on the newline-token connection (each must fail before sending anything)."""
+    common: dict[str, Any] = {
+        "seedance_conn_id": NEWLINE_TOKEN_CONN_ID,
+        "poll_interval": 0.1,
+        "on_failure_callback": errors.callback,
+        "on_retry_callback": errors.callback,
+    }
+
+    def i2v(task_id: str, **kwargs: Any) -> SeedanceImageToVideoOperator:
+        return SeedanceImageToVideoOperator(
+            task_id=task_id,
+            model_id=model("newline"),
+            prompt=f"Secret audit, newline token: {task_id}",
+            first_frame_image_url=IMAGE,
+            **{**common, **kwargs},
+        )
+
+    with DAG(unique_dag_id("proof_secret_audit_newline"), schedule=None, start_date=START) as dag:
+        i2v("deferrable", retries=1, retry_delay=timedelta(0))
+        i2v("sync", deferrable=False)
+        i2v("no-wait", wait_for_completion=False)
+        SeedanceSubmitOperator(
+            task_id="generic",
+            model_id=model("newline"),
+            input={"prompt": "Secret audit, newline token: generic", "image": IMAGE},
+            **common,
+        )
+        SeedanceRequestSensor(task_id="sensor", request_id="abc123", timeout=5, **common)
+        SeedanceToS3Operator(
+            task_id="store",
+            request_id="abc123",
+            dest_bucket=BUCKET,
+            dest_key="audit/newline/clip.mp4",
+            seedance_conn_id=NEWLINE_TOKEN_CONN_ID,
+            aws_conn_id=None,
+            on_failure_callback=errors.callback,
+        )
+    return dag
+
+
+def test_a_token_with_a_newline_is_nowhere(
+    module_emulator: SeedanceEmulator, capfd: pytest.CaptureFixture[str], debug_logging: Recorder
+) -> None:
+    """
+    A token with a line break inside fails every path before any request, and no line of it is anywhere.
+
+    h11 refuses such a header with an error quoting it (escaped, so Airflow's masker would miss it); the
+    provider refuses the token when the connection is read, naming the problem without echoing the value.
+    """
+    emulator = module_emulator
+    emulator.state.register_model(model("newline"))
+    before = len(emulator.state.requests())
+    errors = ErrorLog()
+    with moto_bucket():
+        dag_run = run_dag(_newline_token_dag(errors))
+    states = {task_id: str(ti.state) for (task_id, _), ti in task_instances(dag_run).items()}
+    assert set(states.values()) == {"failed"}, states
+    assert emulator.state.requests()[before:] == []
+
+    hook = SeedanceHook(NEWLINE_TOKEN_CONN_ID)
+    ok, message = hook.test_connection()
+    hook.close()
+    assert ok is False
+    assert "line break" in message
+
+    failures = errors.all_texts()
+    assert failures
+    assert all(
+        "API token contains a line break" in str(f.error) for items in errors.errors.values() for f in items
+    )
+    captured = capfd.readouterr()
+    sources = {
+        "metadata DB rows": metadata_db_rows(),
+        "files under AIRFLOW_HOME (DB, WAL, logs)": files_under(Path(os.environ["AIRFLOW_HOME"])),
+        "stdout/stderr": [captured.out, captured.err],
+        "log records": debug_logging.lines,
+        "exceptions": failures,
+        "test_connection()": [message],
+        "reprs": [
+            repr(hook),
+            repr(vars(hook)),
+            *(repr(task) for task in _newline_token_dag(ErrorLog()).tasks),
+        ],
+    }
+    for part in NEWLINE_TOKEN_PARTS:
+        leaks = {source: occurrences(texts, part) for source, texts in sources.items()}
+        assert leaks == {source: [] for source in sources}, part
