@@ -121,8 +121,8 @@ def check_data_uri(text: str, *, media: str = "image") -> str:
         data = data[:-2] if data.endswith("==") else data.removesuffix("=")
     if len(data) % 4 == 1 or not _BASE64_ALPHABET.match(data):
         raise ValueError(
-            "the payload of a data: URI must be valid base64 (letters, digits, '+' and '/', then at most two "
-            "'=' of padding, with a length base64 can have)"
+            "a data: URI must carry valid base64 (letters, digits, '+' and '/', at most two '=' of padding, "
+            "and a length base64 can have)"
         )
     return text
 

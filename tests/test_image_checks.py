@@ -502,7 +502,11 @@ def test_oversized_data_uri_is_refused_before_decoding(monkeypatch: pytest.Monke
 def test_data_uri_with_bad_base64() -> None:
     with pytest.raises(SeedanceInputError) as info:
         check_first_frame_image("data:image/png;base64,@@@not-base64@@@")
-    assert rules_of(info.value) == ["a data: URI must carry valid base64"]
+    # The shared data: URI rule of the input models (models.check_data_uri) answers first.
+    assert rules_of(info.value) == [
+        "a data: URI must carry valid base64 (letters, digits, '+' and '/', at most two '=' of padding, "
+        "and a length base64 can have)"
+    ]
 
 
 def test_data_uri_that_is_not_an_image() -> None:
