@@ -258,3 +258,66 @@ def test_object_storage_from_a_request(emulator: SeedanceEmulator, seedance_conn
         for index in range(2):
             expected = http.get(f"{emulator.base_url}/files/{request_id}/{index}.mp4").content
             assert (tmp_path / request_id / f"{index}.mp4").read_bytes() == expected
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 13, item 9: a short copy is never committed
+# ---------------------------------------------------------------------------------------------------------
+
+
+def break_unsized_then_cap_ranges(emulator: SeedanceEmulator, *, cut: int, cap: int) -> None:
+    """The CDN shape of the report: a first 200 without Content-Length that breaks, then capped 206 ranges."""
+    emulator.add_fault(
+        Fault(kind="truncated", endpoint="download", truncate_at_bytes=cut, hide_length=True, times=1)
+    )
+    emulator.add_fault(Fault(kind="capped_range", endpoint="download", cap_bytes=cap, times=None))
+
+
+def test_capped_ranges_after_an_unsized_break_copy_the_whole_file(
+    emulator: SeedanceEmulator, s3: Any
+) -> None:
+    # Reported: 3,048 of 10,240 bytes stored and "verified" (2,000 before the break + one capped range).
+    size = 10_240
+    break_unsized_then_cap_ranges(emulator, cut=2_000, cap=1_048)
+    url = emulator.url(f"/files/generated/{size}.mp4")
+    _, ti = run(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4")
+
+    head = s3.head_object(Bucket=BUCKET, Key="clip.mp4")
+    assert head["ContentLength"] == size
+    assert ti.xcom["objects"][0]["size"] == size
+    assert ti.xcom["objects"][0]["sha256"] == sha_of_generated(size)
+    seen = downloads(emulator)
+    assert "content-length" not in seen[0].headers  # what the client sent; the fault is on the answer
+    assert [r.status_code for r in seen] == [200] + [206] * 8  # 2,000 + 7 x 1,048 + 904 bytes
+    assert seen[1].headers["range"] == "bytes=2000-"
+    assert seen[2].headers["range"] == "bytes=3048-"
+    assert_nothing_left(s3, ["clip.mp4"])
+
+
+def test_capped_ranges_copy_the_whole_file_to_object_storage(
+    emulator: SeedanceEmulator, tmp_path: Any
+) -> None:
+    size = 10_240
+    break_unsized_then_cap_ranges(emulator, cut=2_000, cap=1_048)
+    op = SeedanceToObjectStorageOperator(
+        task_id="store",
+        source_urls=emulator.url(f"/files/generated/{size}.mp4"),
+        dest_path=f"file://{tmp_path}/clip.mp4",
+        download_retry_backoff=0.01,
+    )
+    op.execute({})  # type: ignore[arg-type]
+    data = (tmp_path / "clip.mp4").read_bytes()
+    assert len(data) == size
+    assert hashlib.sha256(data).hexdigest() == sha_of_generated(size)
+
+
+def test_unsized_break_with_an_unknown_total_stores_nothing(emulator: SeedanceEmulator, s3: Any) -> None:
+    # Every answer is unsized and breaks: the size is never learnt, so no piece can be trusted as complete.
+    emulator.state.ranges_enabled = False
+    emulator.add_fault(
+        Fault(kind="truncated", endpoint="download", truncate_at_bytes=3_000, hide_length=True, times=None)
+    )
+    url = emulator.url("/files/generated/10240.mp4")
+    with pytest.raises(SeedanceConnectionError):
+        run(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4", download_max_retries=2)
+    assert_nothing_left(s3)
