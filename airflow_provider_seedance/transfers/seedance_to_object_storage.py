@@ -233,6 +233,9 @@ class SeedanceToObjectStorageOperator(SeedanceTransferBaseOperator):
     :param download_timeout: seconds allowed to connect to the source and between two reads.
     :param download_max_retries: retries of a download after a transient failure (renewed on progress).
     :param download_retry_backoff: first retry delay in seconds, doubled per attempt.
+    :param download_max_resumes: interruptions one download survives in total (each waits a growing backoff).
+    :param allow_private_networks: ``False`` refuses sources on private networks (loopback stays allowed;
+        link-local / cloud-metadata addresses are always refused). See docs/transfer.md.
     :return: the URI of every copied file, in source order.
     """
 

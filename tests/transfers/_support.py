@@ -31,6 +31,7 @@ class Route:
     :param bad_content_range: answer a range with a ``Content-Range`` one byte off.
     :param range_cap: answer a range with at most this many bytes (a complete, shorter ``206``).
     :param unknown_total: name the total of a ``Content-Range`` as ``*``.
+    :param redirect: answer ``302`` with this ``Location`` instead of the file.
     """
 
     body: bytes
@@ -44,6 +45,7 @@ class Route:
     bad_content_range: bool = False
     range_cap: int | None = None
     unknown_total: bool = False
+    redirect: str | None = None
 
 
 @dataclass
@@ -103,6 +105,13 @@ class FileServer:
             status = 404 if route is None else route.statuses.get(number, 0)
             seen = Seen(path=path, headers=headers, status=status)
             self.seen.append(seen)
+        if route is not None and route.redirect is not None and not status:
+            seen.status = 302
+            handler.send_response(302)
+            handler.send_header("Location", route.redirect)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
         if route is None or status:
             handler.send_response(status or 404)
             handler.send_header("Content-Length", "0")
