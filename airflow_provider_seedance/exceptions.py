@@ -185,6 +185,14 @@ class SeedanceIntegrityError(SeedanceTransferError):
     """The copied bytes do not match what the source announced (size or checksum)."""
 
 
+class SeedanceURLRefusedError(SeedanceInputError):
+    """
+    A download or image check was refused before connecting: the URL carries credentials, or its host is
+    (or resolves to) an address downloads never reach (link-local / cloud metadata, or a private network
+    where the connection forbids them). Retrying cannot help.
+    """
+
+
 __all__ = [
     "SeedanceAPIError",
     "SeedanceAuthenticationError",
@@ -208,4 +216,5 @@ __all__ = [
     "SeedanceTimeoutError",
     "SeedanceTransferError",
     "SeedanceTransientError",
+    "SeedanceURLRefusedError",
 ]

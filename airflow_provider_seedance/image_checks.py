@@ -9,10 +9,12 @@ How the image is read:
 
 - ``https://`` / ``http://`` URLs: one streamed GET (redirects followed, up to :data:`MAX_REDIRECTS`) that
   stops as soon as :data:`MAX_IMAGE_BYTES` bytes have arrived, so a huge or endless body never fills memory.
-  The request carries **no** ``Authorization`` header (the API token must never leave the API host, and
-  credentials embedded in the URL are not sent either). Transient failures (connect errors, timeouts, 429,
-  5xx) are retried with the provider's retry policy; a 4xx fails at once, since the API would fail to fetch
-  the same URL.
+  It goes through the provider's download client (:mod:`airflow_provider_seedance.downloads`): **no**
+  ``Authorization`` header (the API token must never leave the API host), a URL with ``user:password@`` is
+  refused, and so is a host that is or resolves to a link-local (cloud metadata) address, on every redirect
+  hop (private networks too when the connection's extra ``allow_private_networks`` is ``false``).
+  Transient failures (connect errors, timeouts, 429, 5xx) are retried with the provider's retry policy,
+  honouring ``Retry-After``; a 4xx fails at once, since the API would fail to fetch the same URL.
 - ``data:image/...;base64,`` URIs are decoded locally under the same size cap.
 - The dimensions are read by Pillow from the image header only (``Image.open`` without ``load()``).
   Pillow is the optional extra ``images`` (``pip install 'airflow-provider-seedance[images]'``) and is
@@ -37,14 +39,16 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from airflow_provider_seedance import __version__
+from airflow_provider_seedance.downloads import new_download_client, url_refusal
 from airflow_provider_seedance.exceptions import (
     SeedanceConfigurationError,
     SeedanceConnectionError,
     SeedanceInputError,
     SeedanceRateLimitError,
     SeedanceServerError,
+    SeedanceURLRefusedError,
 )
-from airflow_provider_seedance.hooks.retry import BackoffWait, retrying
+from airflow_provider_seedance.hooks.retry import BackoffWait, parse_retry_after, retrying
 from airflow_provider_seedance.models import check_media_url
 
 if TYPE_CHECKING:
@@ -158,11 +162,6 @@ def _size_rule(max_bytes: int) -> str:
     return f"the file must be smaller than {max_bytes / _MIB:g} MB ({max_bytes} bytes)"
 
 
-def _strip_authorization(request: httpx.Request) -> None:
-    # httpx turns user:password@ in a URL into Basic auth; the check must never send credentials anywhere.
-    request.headers.pop("Authorization", None)
-
-
 def _decode_data_uri(text: str, *, max_bytes: int, field: str) -> tuple[bytes, str | None]:
     header, _, payload = text.partition(",")
     content_type = header.removeprefix("data:").split(";")[0] or None
@@ -182,13 +181,6 @@ def _decode_data_uri(text: str, *, max_bytes: int, field: str) -> tuple[bytes, s
     return data, content_type
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return float(response.headers.get("Retry-After", ""))
-    except ValueError:
-        return None
-
-
 def _download_once(client: httpx.Client, url: str, *, max_bytes: int, field: str) -> tuple[bytes, str | None]:
     source = describe_source(url)
     try:
@@ -198,12 +190,13 @@ def _download_once(client: httpx.Client, url: str, *, max_bytes: int, field: str
                 raise SeedanceRateLimitError(
                     f"Downloading {field} ({source}) for the image check got HTTP {status}; try again later.",
                     status_code=status,
-                    retry_after=_retry_after(response),
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 )
             if status >= 500:
                 raise SeedanceServerError(
                     f"Downloading {field} ({source}) for the image check got HTTP {status} from the image host.",
                     status_code=status,
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 )
             if not 200 <= status < 300:
                 raise _input_error(
@@ -239,15 +232,15 @@ def _download_once(client: httpx.Client, url: str, *, max_bytes: int, field: str
 
 
 def _download(
-    url: str, *, timeout: float, max_bytes: int, max_retries: int, field: str
+    url: str, *, timeout: float, max_bytes: int, max_retries: int, field: str, allow_private_networks: bool
 ) -> tuple[bytes, str | None]:
-    with httpx.Client(
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=True,
+    with new_download_client(
+        timeout=timeout,
+        allow_private_networks=allow_private_networks,
+        user_agent=_USER_AGENT,
         max_redirects=MAX_REDIRECTS,
         # identity: Content-Length is then the file size, and no compressed body can expand past the cap.
-        headers={"User-Agent": _USER_AGENT, "Accept": "image/*", "Accept-Encoding": "identity"},
-        event_hooks={"request": [_strip_authorization]},
+        headers={"Accept": "image/*", "Accept-Encoding": "identity"},
     ) as client:
         wait = BackoffWait(initial=DOWNLOAD_RETRY_BACKOFF_SECONDS, jitter=DOWNLOAD_RETRY_BACKOFF_SECONDS)
         for attempt in retrying(f"{field} image download", max_retries, wait):
@@ -288,13 +281,15 @@ def check_first_frame_image(
     max_bytes: int = MAX_IMAGE_BYTES,
     max_retries: int = DOWNLOAD_MAX_RETRIES,
     field: str = DEFAULT_FIELD,
+    allow_private_networks: bool = True,
 ) -> ImageCheckResult:
     """
     Check a first-frame image against the model page's rules: 300-6000 px sides, aspect 0.4-2.5, < 30 MB.
 
-    Downloads the image (streamed, capped at ``max_bytes``, without any ``Authorization`` header) or
-    decodes a ``data:image/...;base64,`` URI, then reads its size with Pillow. Raises
-    :class:`SeedanceInputError` naming ``field``, every rule broken and the measured value; raises
+    Downloads the image (streamed, capped at ``max_bytes``, without any ``Authorization`` header, never
+    from a link-local address) or decodes a ``data:image/...;base64,`` URI, then reads its size with
+    Pillow. Raises :class:`SeedanceInputError` naming ``field``, every rule broken and the measured value
+    (:class:`~airflow_provider_seedance.exceptions.SeedanceURLRefusedError` for a refused URL); raises
     :class:`SeedanceConfigurationError` when Pillow is not installed, and a retryable
     :class:`SeedanceConnectionError` / :class:`SeedanceServerError` when the image host stays unreachable.
 
@@ -303,6 +298,8 @@ def check_first_frame_image(
     :param max_bytes: the file must be smaller than this many bytes; the download stops there.
     :param max_retries: retries of a transiently failed download.
     :param field: the input field the image belongs to, for messages.
+    :param allow_private_networks: ``False`` also refuses private-network addresses (loopback stays
+        allowed); the operator passes the ``seedance`` connection's extra ``allow_private_networks``.
     """
     try:
         text = check_media_url(url, media="image")
@@ -319,8 +316,20 @@ def check_first_frame_image(
     if text.startswith("data:"):
         data, content_type = _decode_data_uri(text, max_bytes=max_bytes, field=field)
     else:
+        rule = url_refusal(text, allow_private_networks=allow_private_networks)
+        if rule is not None:
+            raise SeedanceURLRefusedError(
+                f"Image check failed for {field} (nothing was sent to the API or the image host):\n"
+                f"- {field}: {rule} (image {source})",
+                [{"field": field, "rule": rule, "value": source}],
+            )
         data, content_type = _download(
-            text, timeout=timeout, max_bytes=max_bytes, max_retries=max_retries, field=field
+            text,
+            timeout=timeout,
+            max_bytes=max_bytes,
+            max_retries=max_retries,
+            field=field,
+            allow_private_networks=allow_private_networks,
         )
     if len(data) >= max_bytes:
         raise _input_error(field, _size_rule(max_bytes), f"{len(data)} bytes", source)

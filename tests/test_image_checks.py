@@ -26,6 +26,7 @@ from airflow_provider_seedance.exceptions import (
     SeedanceInputError,
     SeedanceServerError,
     SeedanceTransientError,
+    SeedanceURLRefusedError,
 )
 from airflow_provider_seedance.image_checks import (
     DOWNLOAD_CHUNK_BYTES,
@@ -34,6 +35,9 @@ from airflow_provider_seedance.image_checks import (
     check_first_frame_image,
 )
 from tests._support import free_port
+from tests.network_guard import no_link_local_traffic, resolve_names
+
+__all__ = ["no_link_local_traffic"]
 
 PIL = pytest.importorskip("PIL", reason="the image checks need Pillow (the 'images' extra)")
 from PIL import Image  # noqa: E402
@@ -368,9 +372,8 @@ def test_no_authorization_header_is_ever_sent(server: ImageServer) -> None:
     body = make_image(640, 480)
     server.add("/private/frame.png", Route(body=body))
     server.add("/hop", Route(status=302, headers={"Location": "/private/frame.png"}))
-    url = f"http://user:s3cr3t-pass@127.0.0.1:{server.port}/hop"
 
-    result = check_first_frame_image(url)
+    result = check_first_frame_image(server.url("/hop"))
 
     assert result.width == 640
     assert [s.path for s in server.served] == ["/hop", "/private/frame.png"]
@@ -379,7 +382,75 @@ def test_no_authorization_header_is_ever_sent(server: ImageServer) -> None:
         assert "cookie" not in served.headers
         assert served.headers["accept-encoding"] == "identity"
         assert served.headers["user-agent"].startswith("airflow-provider-seedance/")
-    assert "s3cr3t" not in result.source
+
+
+def test_credentials_in_the_url_are_refused_before_any_request(server: ImageServer) -> None:
+    # httpx would turn user:password@ into a Basic Authorization header: the URL is refused instead.
+    server.add("/frame.png", Route(body=make_image(640, 480)))
+    url = f"http://user:s3cr3t-pass@127.0.0.1:{server.port}/frame.png"
+    with pytest.raises(SeedanceURLRefusedError, match="user:password@") as info:
+        check_first_frame_image(url)
+    assert info.value.errors[0]["field"] == FIELD
+    assert "s3cr3t" not in str(info.value)
+    assert server.served == []
+
+
+def test_redirect_to_a_url_with_credentials_is_refused(server: ImageServer) -> None:
+    server.add("/frame.png", Route(body=make_image(640, 480)))
+    location = f"http://user:s3cr3t-pass@127.0.0.1:{server.port}/frame.png"
+    url = server.add("/hop", Route(status=302, headers={"Location": location}))
+    with pytest.raises(SeedanceURLRefusedError, match="user:password@") as info:
+        check_first_frame_image(url)
+    assert "s3cr3t" not in str(info.value)
+    assert [s.path for s in server.served] == ["/hop"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://2852039166/latest/meta-data/",
+        "http://0xa9fea9fe/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/latest/meta-data/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://[fe80::1]/frame.png",
+    ],
+)
+def test_link_local_images_are_refused_before_connecting(no_link_local_traffic: list[Any], url: str) -> None:
+    with pytest.raises(SeedanceURLRefusedError, match="link-local") as info:
+        check_first_frame_image(url + "?X-Amz-Signature=secret")
+    assert info.value.errors[0]["field"] == FIELD
+    assert "secret" not in str(info.value)
+
+
+def test_redirect_to_the_metadata_address_is_refused(
+    server: ImageServer, no_link_local_traffic: list[Any]
+) -> None:
+    url = server.add("/hop", Route(status=302, headers={"Location": "http://169.254.169.254/latest/"}))
+    with pytest.raises(SeedanceURLRefusedError, match=r"169\.254\.169\.254"):
+        check_first_frame_image(url)
+    assert [s.path for s in server.served] == ["/hop"]
+
+
+def test_host_resolving_to_link_local_is_refused(
+    server: ImageServer, no_link_local_traffic: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolve_names(monkeypatch, {"metadata.google.internal": "169.254.169.254"})
+    with pytest.raises(SeedanceURLRefusedError, match=r"metadata\.google\.internal.*169\.254\.169\.254"):
+        check_first_frame_image(f"http://metadata.google.internal:{server.port}/frame.png")
+    assert server.served == []
+
+
+def test_private_networks_refused_when_the_connection_says_so(
+    server: ImageServer, no_link_local_traffic: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.add("/frame.png", Route(body=make_image(640, 480)))
+    resolve_names(monkeypatch, {"intranet.test": "10.20.30.40"})
+    url = f"http://intranet.test:{server.port}/frame.png"
+    with pytest.raises(SeedanceURLRefusedError, match="private networks"):
+        check_first_frame_image(url, allow_private_networks=False)
+    # Loopback stays allowed whatever the setting.
+    assert check_first_frame_image(server.url("/frame.png"), allow_private_networks=False).width == 640
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ PUBLIC_MODULES = [
     "airflow_provider_seedance.catalog",
     "airflow_provider_seedance.cost",
     "airflow_provider_seedance.image_checks",
+    "airflow_provider_seedance.downloads",
 ]
 
 

@@ -7,9 +7,12 @@ start and bill a second video.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from tenacity import (
@@ -36,6 +39,36 @@ RETRY_AFTER_MAX_SECONDS = 300.0
 
 RETRY_JITTER_SECONDS = 1.0
 """Random extra delay, so thousands of triggers do not retry in lockstep after an outage."""
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """
+    Return the seconds a ``Retry-After`` header asks to wait, or ``None`` when it says nothing usable.
+
+    Both forms of RFC 9110 10.2.3 are read: delta-seconds (``120``; a decimal such as ``1.5`` is accepted)
+    and an HTTP date (``Wed, 21 Oct 2026 07:28:00 GMT``; a date in the past means "now", 0). Negative,
+    infinite or unparseable values give ``None`` (the caller's own backoff applies); the upper bound is
+    :data:`RETRY_AFTER_MAX_SECONDS`, applied where the wait is taken.
+
+    :param value: the header value, if any.
+    :param now: the current time (an aware datetime); defaults to the clock.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are always UTC
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -11,8 +11,6 @@ import re
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -45,6 +43,7 @@ from airflow_provider_seedance.hooks.retry import (
     RETRY_WAIT_INITIAL_SECONDS,
     BackoffWait,
     async_retrying,
+    parse_retry_after,
     retrying,
 )
 from airflow_provider_seedance.models import (
@@ -307,20 +306,6 @@ def payload_to_body(payload: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
 def _error_fields(body: Any) -> tuple[int | None, str]:
     """Pull RunComfy's error code and message out of any of the body shapes seen in the wild."""
     if not isinstance(body, Mapping):
@@ -375,7 +360,7 @@ def interpret_response(
             request_id=request_id,
         )
 
-    retry_after = _retry_after(response)
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
     text = message or response.reason_phrase or "no details"
     prefix = f"Seedance {call}{about} failed: HTTP {status}" + (f", error_code {code}" if code else "")
     # Only idempotent calls are retried: a submit never is (no idempotency key), so its hint must not say so.

@@ -798,9 +798,13 @@ class SeedanceImageToVideoOperator(SeedanceBaseOperator):
         :param body: the validated JSON body.
         """
         if self.check_image:
+            from airflow_provider_seedance.downloads import connection_allows_private_networks
             from airflow_provider_seedance.image_checks import check_first_frame_image
 
-            check_first_frame_image(body["first_frame_image_url"])
+            check_first_frame_image(
+                body["first_frame_image_url"],
+                allow_private_networks=connection_allows_private_networks(self.seedance_conn_id),
+            )
         super().before_submit(model_id, body)
 
 

@@ -35,6 +35,7 @@ from airflow_provider_seedance.models import (
 from airflow_provider_seedance.testing.media import (
     MAX_GENERATED_SIZE,
     MIN_GENERATED_SIZE,
+    ByteRange,
     RangeNotSatisfiableError,
     VideoBody,
     generated_video,
@@ -128,7 +129,7 @@ class StreamedResponse(Response):
     emulator is stopping so a slow reader cannot hold up shutdown.
 
     :param status_code: the HTTP status.
-    :param headers: the response headers, including ``content-length``.
+    :param headers: the response headers; without ``content-length`` the body is sent chunked.
     :param chunks: the body, chunk by chunk.
     :param cut_after: close the connection after this many body bytes (``None``: send everything).
     :param closing: set when the emulator is stopping.
@@ -146,6 +147,9 @@ class StreamedResponse(Response):
         media_type: str,
     ) -> None:
         super().__init__(status_code=status_code, headers=dict(headers), media_type=media_type)
+        if not any(name.lower() == "content-length" for name in headers):
+            # Starlette announces an empty body; without the header the server streams it chunked.
+            self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self._chunks = chunks
         self._cut_after = cut_after
         self._closing = closing
@@ -744,6 +748,9 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
     # -- public output files ----------------------------------------------------------------------------
 
     def serve_file(call: _Call, body: VideoBody) -> Response:
+        fault = call.fault
+        if fault is not None and fault.kind == "redirect" and fault.location:
+            return Response(status_code=302, headers={"location": fault.location})
         headers = {"etag": body.etag, "cache-control": "public, max-age=86400"}
         span = None
         if state.ranges_enabled:
@@ -759,9 +766,14 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
         else:
             headers["accept-ranges"] = "none"
         start, end = (span.start, span.end + 1) if span is not None else (0, body.size)
+        if span is not None and fault is not None and fault.kind == "capped_range":
+            # A valid answer, only shorter than asked: the client must ask again from where it ends.
+            span = ByteRange(start, min(end, start + fault.cap_bytes) - 1)
+            end = span.end + 1
         if span is not None:
             headers["content-range"] = span.content_range(body.size)
-        headers["content-length"] = str(end - start)
+        if fault is None or not fault.hide_length:
+            headers["content-length"] = str(end - start)
         return StreamedResponse(
             status_code=206 if span is not None else 200,
             headers=headers,

@@ -60,6 +60,9 @@ DEFAULT_UNKNOWN_STATUS = "mystery_state"
 DEFAULT_SLOW_SECONDS = 5.0
 """How long a ``slow`` fault waits before answering, unless it says otherwise."""
 
+DEFAULT_RANGE_CAP_BYTES = 1024 * 1024
+"""How many bytes a ``capped_range`` fault serves per ranged answer, unless it says otherwise."""
+
 DEFAULT_ERROR_200_CODE = 500000
 """``error_code`` of an ``error_200`` fault that names none."""
 
@@ -82,12 +85,18 @@ FaultKind = Literal[
     "slow",
     "truncated",
     "unknown_status",
+    "capped_range",
+    "redirect",
 ]
 Outcome = Literal["succeed", "fail", "stuck_in_queue", "stuck_running"]
 Phase = Literal["in_queue", "in_progress", "succeeded", "failed", "cancelled"]
 OutputStyle = Literal["auto", "video", "videos", "both"]
 
-_STATUS_ONLY_KINDS = {"unknown_status": frozenset({"status", "result"})}
+_STATUS_ONLY_KINDS = {
+    "unknown_status": frozenset({"status", "result"}),
+    "capped_range": frozenset({"download"}),
+    "redirect": frozenset({"download"}),
+}
 _NOT_FOR_DOWNLOADS = frozenset({"malformed_json", "payload_with_error"})
 
 
@@ -148,9 +157,12 @@ class Fault(BaseModel):
     the ambiguous case). ``payload_with_error`` keeps the normal answer (a submit's ``request_id`` and URLs)
     and adds an error to it: ``error_code`` and ``error_message``, or the keys of ``body`` (e.g.
     ``{"code": 500, "message": "..."}``); its HTTP status is 200 unless ``status_code`` is set.
+    ``capped_range`` and ``redirect`` shape downloads the way some CDNs do: a ranged request answered with
+    at most ``cap_bytes`` bytes (a valid ``206`` whose ``Content-Range`` names the full size), or a ``302``
+    to ``location``.
 
     :param kind: ``http_error``, ``error_200``, ``payload_with_error``, ``malformed_json``, ``drop``,
-        ``slow``, ``truncated`` or ``unknown_status``.
+        ``slow``, ``truncated``, ``unknown_status``, ``capped_range`` or ``redirect``.
     :param endpoint: ``submit``, ``status``, ``result``, ``cancel``, ``model``, ``download`` or ``any``.
     :param model_id: only calls about this model (for request calls: the model the request was submitted to).
     :param request_id: only calls about this request.
@@ -166,6 +178,10 @@ class Fault(BaseModel):
     :param truncate_at_bytes: how many body bytes a ``truncated`` answer sends before the cut.
     :param truncate_fraction: the share of the body sent when ``truncate_at_bytes`` is not set.
     :param status_value: the undocumented status an ``unknown_status`` fault reports.
+    :param cap_bytes: the most bytes a ``capped_range`` answer to a ``Range`` request carries.
+    :param location: where a ``redirect`` sends the client (any URL: nothing checks or fetches it).
+    :param hide_length: send a download answer without ``Content-Length`` (chunked), as streaming CDNs do;
+        with ``drop`` or ``truncated`` the client cannot tell how much it missed.
     :param body: the exact JSON body of an ``http_error``/``error_200`` answer, the exact text of a
         ``malformed_json`` answer, or the keys a ``payload_with_error`` fault adds (a JSON object), instead of
         the default ones.
@@ -189,6 +205,9 @@ class Fault(BaseModel):
     truncate_fraction: float = Field(0.5, ge=0, lt=1)
     status_value: str = DEFAULT_UNKNOWN_STATUS
     body: Any = None
+    cap_bytes: int = Field(DEFAULT_RANGE_CAP_BYTES, ge=1)
+    location: str | None = None
+    hide_length: bool = False
 
     @model_validator(mode="after")
     def _kind_fits_endpoint(self) -> Fault:
@@ -199,6 +218,8 @@ class Fault(BaseModel):
             )
         if self.kind in _NOT_FOR_DOWNLOADS and self.endpoint == "download":
             raise ValueError(f"a {self.kind} fault applies only to JSON endpoints, not downloads")
+        if self.kind == "redirect" and not self.location:
+            raise ValueError("a redirect fault needs a location")
         if self.kind == "malformed_json" and self.body is not None and not isinstance(self.body, str):
             raise ValueError(
                 "the body of a malformed_json fault is the raw text to send, so it must be a string"

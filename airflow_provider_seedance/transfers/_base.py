@@ -27,6 +27,7 @@ from airflow_provider_seedance.exceptions import (
 )
 from airflow_provider_seedance.hooks.retry import RETRY_WAIT_INITIAL_SECONDS
 from airflow_provider_seedance.transfers._streaming import (
+    DEFAULT_DOWNLOAD_MAX_RESUMES,
     DEFAULT_DOWNLOAD_MAX_RETRIES,
     DEFAULT_DOWNLOAD_TIMEOUT_SECONDS,
     DownloadResult,
@@ -218,7 +219,14 @@ class SeedanceTransferBaseOperator(BaseOperator):
     :param download_max_retries: retries of a download after a transient failure (429, 5xx, dropped or
         truncated connection, timeout); the budget is renewed whenever the download advances.
     :param download_retry_backoff: the first retry delay in seconds, doubled per attempt (plus jitter);
-        a ``Retry-After`` header is honoured.
+        a ``Retry-After`` header is honoured. Also the first wait before reconnecting after an interruption.
+    :param download_max_resumes: interruptions one download survives in total, even when each advanced it;
+        reconnects are spaced by a backoff that grows while interruptions come in quick succession.
+    :param allow_private_networks: ``False`` refuses sources on private networks (``10/8``, ``172.16/12``,
+        ``192.168/16``, ``100.64/10``, ``fc00::/7``...), checked on every resolved address and redirect hop.
+        Loopback stays allowed; link-local addresses (cloud metadata) are always refused. The ``seedance``
+        connection's extra ``allow_private_networks: false`` refuses them for every transfer using it
+        (this flag can only tighten it).
     :param asset_extra: more JSON-serialisable metadata for the outlet Asset events (e.g. ``model_id`` or
         ``duration`` of the generation, which the request's result does not always report). The keys the
         transfer sets itself (``uris``, ``sha256``, ``sizes``, ``objects``) are never replaced.
@@ -237,6 +245,8 @@ class SeedanceTransferBaseOperator(BaseOperator):
         download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT_SECONDS,
         download_max_retries: int = DEFAULT_DOWNLOAD_MAX_RETRIES,
         download_retry_backoff: float = RETRY_WAIT_INITIAL_SECONDS,
+        download_max_resumes: int = DEFAULT_DOWNLOAD_MAX_RESUMES,
+        allow_private_networks: bool = True,
         asset_extra: Mapping[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -253,6 +263,8 @@ class SeedanceTransferBaseOperator(BaseOperator):
         self.download_timeout = download_timeout
         self.download_max_retries = download_max_retries
         self.download_retry_backoff = download_retry_backoff
+        self.download_max_resumes = download_max_resumes
+        self.allow_private_networks = allow_private_networks
         self._request_info: dict[str, Any] = {}
         self._sources: list[TransferSource] = []
         self._copied: list[CopiedObject] = []
@@ -380,7 +392,9 @@ class SeedanceTransferBaseOperator(BaseOperator):
                 )
             existing = self._check_existing(sources, uris)
             copied: list[CopiedObject] = []
-            client = new_download_client(self.download_timeout)
+            client = new_download_client(
+                self.download_timeout, allow_private_networks=self._private_networks_allowed()
+            )
             try:
                 for source, uri in zip(sources, uris, strict=True):
                     copied.append(self._copy_one(client, source, uri, existing.get(uri)))
@@ -391,6 +405,12 @@ class SeedanceTransferBaseOperator(BaseOperator):
         self._copied = copied
         self._publish(context, copied)
         return [item.uri for item in copied]
+
+    def _private_networks_allowed(self) -> bool:
+        """The operator's ``allow_private_networks``, tightened by the ``seedance`` connection's extra."""
+        from airflow_provider_seedance.downloads import connection_allows_private_networks
+
+        return bool(self.allow_private_networks) and connection_allows_private_networks(self.seedance_conn_id)
 
     def _check_existing(self, sources: list[TransferSource], uris: list[str]) -> dict[str, ExistingCopy]:
         """With ``replace=False``, fail before copying anything when a destination holds something else."""
@@ -422,6 +442,7 @@ class SeedanceTransferBaseOperator(BaseOperator):
             client=client,
             max_retries=self.download_max_retries,
             backoff=self.download_retry_backoff,
+            max_resumes=self.download_max_resumes,
             label=f"{source.shown} -> {uri}",
             logger=self.log,
         )

@@ -8,14 +8,24 @@ connections, truncated bodies, 408/429/5xx) are retried through the provider's s
 ``Range: bytes=N-`` when the server answers ``206``, and otherwise starts again from byte 0 after telling
 the sink to :meth:`~DownloadSink.rewind`.
 
-Downloads use their own plain ``httpx.Client``: never the hook's client, so the RunComfy API token (an
-``Authorization`` header) can never reach a CDN or any other host.
+Downloads use the provider's download client (:func:`airflow_provider_seedance.downloads.new_download_client`):
+never the hook's client, so the RunComfy API token (an ``Authorization`` header) can never reach a CDN or any
+other host; URLs with credentials and link-local (cloud metadata) addresses are refused on every hop.
+
+A server may answer a range with fewer bytes than asked (some CDNs cap every ``206``): the download asks
+again from where each complete answer ends until the size announced by ``Content-Length`` or by the first
+``Content-Range`` total is reached. A copy whose size was never announced is accepted only from one
+uninterrupted ``200`` answer: after a break, a resume that does not name the total starts over from byte 0.
+Reconnects after an interruption are spaced by a growing backoff and bounded in number
+(:data:`DEFAULT_DOWNLOAD_MAX_RESUMES`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
+import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -25,6 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from airflow_provider_seedance import __version__
+from airflow_provider_seedance.downloads import new_download_client as _new_client
+from airflow_provider_seedance.downloads import url_refusal
 from airflow_provider_seedance.exceptions import (
     SeedanceConnectionError,
     SeedanceIntegrityError,
@@ -36,7 +48,9 @@ from airflow_provider_seedance.exceptions import (
 from airflow_provider_seedance.hooks.retry import (
     RETRY_JITTER_SECONDS,
     RETRY_WAIT_INITIAL_SECONDS,
+    RETRY_WAIT_MAX_SECONDS,
     BackoffWait,
+    parse_retry_after,
     retrying,
 )
 
@@ -59,6 +73,12 @@ DEFAULT_DOWNLOAD_TIMEOUT_SECONDS = 60.0
 
 DEFAULT_DOWNLOAD_MAX_RETRIES = 5
 """Retries of a download after a transient failure; the budget is renewed whenever the download advances."""
+
+DEFAULT_DOWNLOAD_MAX_RESUMES = 30
+"""Interruptions one download survives in total, even when each attempt advanced it (then it fails)."""
+
+RESUME_STREAK_RESET_SECONDS = 30.0
+"""An attempt that streamed this long before breaking resets the resume backoff to its first delay."""
 
 PROGRESS_LOG_PERCENT_STEP = 10
 """Log progress every time this many more percent of the file have been copied..."""
@@ -93,6 +113,9 @@ def check_source_url(url: object) -> str:
         raise ValueError(
             f"a source URL must be an absolute http:// or https:// URL, got {redact_url(text)!r}"
         )
+    rule = url_refusal(text)
+    if rule is not None:
+        raise ValueError(f"{rule} (got {redact_url(text)!r})")
     return text
 
 
@@ -294,19 +317,16 @@ class TransferProgress:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def new_download_client(timeout: float = DEFAULT_DOWNLOAD_TIMEOUT_SECONDS) -> httpx.Client:
+def new_download_client(
+    timeout: float = DEFAULT_DOWNLOAD_TIMEOUT_SECONDS, *, allow_private_networks: bool = True
+) -> httpx.Client:
     """
-    Create the plain HTTP client used for downloads: no ``Authorization`` header, no cookies, redirects followed.
+    Create the transfers' download client: the provider's download client with the transfer's User-Agent.
 
     :param timeout: seconds allowed to connect and between two reads.
+    :param allow_private_networks: ``False`` refuses private-network addresses (loopback stays allowed).
     """
-    return httpx.Client(
-        headers={"User-Agent": USER_AGENT, "Accept": "*/*"},
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=True,
-        # A CDN link is public: the download must work, and fail, the same everywhere.
-        auth=None,
-    )
+    return _new_client(timeout=timeout, allow_private_networks=allow_private_networks, user_agent=USER_AGENT)
 
 
 class _Resume(Exception):
@@ -327,7 +347,10 @@ class StreamingDownload:
     :param url: the http(s) URL of the file.
     :param client: a plain client from :func:`new_download_client` (never one carrying a token).
     :param max_retries: retries after a transient failure; renewed whenever the download advances.
-    :param backoff: the first retry delay in seconds (doubled per attempt, plus jitter).
+    :param backoff: the first retry delay in seconds (doubled per attempt, plus jitter); also the first
+        delay before reconnecting after an interruption that advanced the download.
+    :param max_resumes: interruptions survived in total (each one waits, the wait growing while they
+        come in quick succession); one more fails the download.
     :param label: how progress lines name the copy (the caller adds the destination).
     :param logger: where to log.
     """
@@ -339,12 +362,15 @@ class StreamingDownload:
         client: httpx.Client,
         max_retries: int = DEFAULT_DOWNLOAD_MAX_RETRIES,
         backoff: float = RETRY_WAIT_INITIAL_SECONDS,
+        max_resumes: int = DEFAULT_DOWNLOAD_MAX_RESUMES,
         label: str | None = None,
         logger: Any = None,
     ) -> None:
         self.url = check_source_url(url)
         self.client = client
         self.max_retries = max(0, int(max_retries))
+        self.max_resumes = max(0, int(max_resumes))
+        self.backoff = max(0.0, float(backoff))
         self.wait = BackoffWait(initial=backoff, jitter=min(RETRY_JITTER_SECONDS, backoff))
         self.shown = redact_url(self.url)
         self.label = label or self.shown
@@ -357,6 +383,10 @@ class StreamingDownload:
         self._hasher = hashlib.sha256()
         self._resumes = 0
         self._restarts = 0
+        self._interruptions = 0
+        self._streak = 0
+        self._continuing = False
+        self._range_end: int | None = None
         self._progress: TransferProgress | None = None
 
     # -- public ----------------------------------------------------------------------------------------
@@ -381,20 +411,36 @@ class StreamingDownload:
         self._progress = TransferProgress(self.label, info.size, self.log)
         sink.begin(info)
         while True:
+            started = time.monotonic()
             try:
                 for attempt in retrying(f"download of {self.shown}", self.max_retries, self.wait):
                     with attempt:
+                        started = time.monotonic()
                         self._attempt(sink)
                 break
             except _Resume as interrupted:
                 # This attempt moved the download forward before failing: a link that drops every few
-                # hundred MB must still finish, so the retry budget starts again.
+                # hundred MB must still finish, so the retry budget starts again; but a link that drops
+                # every few KiB must neither reconnect back to back nor forever.
+                self._interruptions += 1
+                if self._interruptions > self.max_resumes:
+                    raise SeedanceConnectionError(
+                        f"Download of {self.shown} was interrupted {self._interruptions} times (the limit is "
+                        f"{self.max_resumes}, download_max_resumes); the link is too unstable. Last error: "
+                        f"{interrupted.cause}"
+                    ) from None
+                delay = self._resume_delay(time.monotonic() - started)
                 self.log.warning(
-                    "Download of %s interrupted after %s (%s); resuming",
+                    "Download of %s interrupted after %s (%s); resuming in %.2f s (interruption %d of at "
+                    "most %d)",
                     self.shown,
                     human_bytes(self._received),
                     interrupted.cause,
+                    delay,
+                    self._interruptions,
+                    self.max_resumes,
                 )
+                time.sleep(delay)
         seconds = self._progress.finished()
         return DownloadResult(
             url=self.url,
@@ -415,6 +461,12 @@ class StreamingDownload:
 
     # -- internals ---------------------------------------------------------------------------------------
 
+    def _resume_delay(self, lasted: float) -> float:
+        """Wait before reconnecting: doubled per quick interruption in a row, back to the first after a long run."""
+        self._streak = 1 if lasted >= RESUME_STREAK_RESET_SECONDS else self._streak + 1
+        backoff = min(self.backoff * 2 ** (self._streak - 1), RETRY_WAIT_MAX_SECONDS)
+        return backoff + random.uniform(0, self.wait.jitter)
+
     def _attempt(self, sink: DownloadSink) -> None:
         start = self._high_water
         try:
@@ -425,10 +477,18 @@ class StreamingDownload:
             raise
 
     def _stream(self, sink: DownloadSink) -> None:
+        while not self._stream_one(sink):
+            # A complete answer to a range, shorter than the file (a CDN capping its 206s): ask for the rest
+            # at once; this is no failure, so no backoff and no retry budget is spent.
+            self._continuing = True
+
+    def _stream_one(self, sink: DownloadSink) -> bool:
+        """Stream one answer; return ``True`` when the file is complete, ``False`` when a range ended short."""
         response = self._response
         self._response = None
         if response is None:
             response = self._request(self._received, sink)
+        range_end = self._range_end
         assert self._progress is not None
         try:
             # Chunks as they arrive (64 KiB reads): after a drop, every byte received so far is kept.
@@ -447,6 +507,8 @@ class StreamingDownload:
             response.close()
         expected = self.info.size if self.info else None
         if expected is not None and self._received < expected:
+            if range_end is not None and self._received == range_end:
+                return False
             raise SeedanceConnectionError(
                 f"Download of {self.shown} ended early: got {self._received} of {expected} bytes."
             )
@@ -455,6 +517,11 @@ class StreamingDownload:
                 f"Download of {self.shown} returned {self._received} bytes, more than the announced "
                 f"{expected}; the file is not copied."
             )
+        if expected is None and range_end is not None:  # pragma: no cover - _accept_partial refuses it
+            raise SeedanceIntegrityError(
+                f"Download of {self.shown} was resumed but its size was never announced; not copied."
+            )
+        return True
 
     def _request(self, offset: int, sink: DownloadSink | None = None) -> httpx.Response:
         """Send one GET from ``offset``; leave the response open on success and sort out resume vs restart."""
@@ -466,6 +533,8 @@ class StreamingDownload:
             if validator:
                 # If the file changed since the first answer, the server sends it whole (200) instead.
                 headers["If-Range"] = validator
+        continuing, self._continuing = self._continuing, False
+        self._range_end = None
         try:
             request = self.client.build_request("GET", self.url, headers=headers)
             response = self.client.send(request, stream=True)
@@ -476,7 +545,7 @@ class StreamingDownload:
         try:
             self._check_status(response)
             if response.status_code == 206:
-                self._accept_partial(response, offset if ranged else 0)
+                self._accept_partial(response, offset if ranged else 0, continuing=continuing)
             else:
                 self._accept_full(response, offset, sink)
         except BaseException:
@@ -495,7 +564,7 @@ class StreamingDownload:
                 f"Download of {self.shown}: the server refused the resume range (HTTP 416); restarting."
             )
         if status in (408, 429):
-            retry_after = _retry_after(response)
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
             raise SeedanceRateLimitError(
                 f"Download of {self.shown} was throttled (HTTP {status}).",
                 status_code=status,
@@ -505,7 +574,7 @@ class StreamingDownload:
             raise SeedanceServerError(
                 f"Download of {self.shown} failed with HTTP {status}.",
                 status_code=status,
-                retry_after=_retry_after(response),
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
         hint = (
             " The link may have expired: RunComfy output URLs are not kept forever, copy outputs promptly."
@@ -528,28 +597,46 @@ class StreamingDownload:
             )
             self._restarts += 1
         self._rewind(sink)
-        if self.info is not None and self.info.size != info.size:
+        known = self.info.size if self.info is not None else None
+        if known is not None and info.size is not None and known != info.size:
             raise SeedanceIntegrityError(
-                f"{self.shown} changed while it was being copied (size {self.info.size} then {info.size})."
+                f"{self.shown} changed while it was being copied (size {known} then {info.size})."
             )
+        if known is not None and info.size is None:
+            # The size learnt from an earlier answer still holds: an unsized restart must reach it.
+            info = dataclasses.replace(info, size=known)
         self.info = info
 
-    def _accept_partial(self, response: httpx.Response, offset: int) -> None:
+    def _accept_partial(self, response: httpx.Response, offset: int, *, continuing: bool = False) -> None:
         match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
         total = int(match.group(3)) if match and match.group(3) != "*" else None
         known = self.info.size if self.info else None
+        length = _content_length(response)
         if (
             self.info is None
             or match is None
             or int(match.group(1)) != offset
+            or int(match.group(2)) < offset
+            or (length is not None and length != int(match.group(2)) - offset + 1)
             or (known is not None and total is not None and total != known)
+            or (known is None and total is None)
         ):
-            # A range we did not ask for, or for another version of the file: do not splice it in.
+            # A range we did not ask for, for another version of the file, or (size never announced)
+            # one whose end cannot be verified: do not splice it in.
             self._ranges = False
             raise SeedanceConnectionError(
-                f"Download of {self.shown}: unexpected partial answer "
+                f"Download of {self.shown}: unusable partial answer "
                 f"({response.headers.get('content-range')!r} for offset {offset}); restarting from byte 0."
             )
+        if known is None:
+            # The first total a Content-Range names is the size every later answer must add up to.
+            self.info = dataclasses.replace(self.info, size=total)
+            if self._progress is not None:
+                self._progress.total = total
+        self._range_end = int(match.group(2)) + 1
+        if continuing:
+            self.log.debug("Continuing the download of %s at byte %d.", self.shown, offset)
+            return
         self._resumes += 1
         self.log.info("Resuming the download of %s at byte %d.", self.shown, offset)
 
@@ -589,16 +676,9 @@ def _source_info(url: str, response: httpx.Response, *, size: int | None) -> Sou
     )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
-
-
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
+    "DEFAULT_DOWNLOAD_MAX_RESUMES",
     "DEFAULT_DOWNLOAD_MAX_RETRIES",
     "DEFAULT_DOWNLOAD_TIMEOUT_SECONDS",
     "DEFAULT_PART_SIZE",

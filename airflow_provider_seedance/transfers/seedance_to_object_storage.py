@@ -5,11 +5,16 @@ Same streaming core and rules as :class:`~.seedance_to_s3.SeedanceToS3Operator`,
 
 * The bytes stream into a hidden staging file next to the destination (``.<name>.<uuid>.partial``),
   written chunk by chunk (the filesystem's writer buffers at most one block), hashed and counted on the way.
-* Once verified, the staging file is moved onto the destination: an atomic ``rename`` on a local disk, a
-  server-side copy + delete on object stores. The destination never holds a partial file.
+* Once verified, the staging file is published at the destination in one step, complete: on s3fs one
+  server-side copy that carries the metadata and ``ContentType`` (``MetadataDirective=REPLACE``), so the
+  object appears once, with its metadata, and fires one event; on a local disk an atomic ``rename``. Other
+  stores with object metadata (``setxattrs``, e.g. gcsfs) get a move, then their metadata set (two steps).
+  The destination never holds a partial file.
 * The integrity metadata (``sha256``, ``source-url``, ``content-type``) goes into the object's metadata where
-  the filesystem supports it (``setxattrs``: s3fs, gcsfs); elsewhere (a local disk) into a JSON sidecar
-  ``<name>.seedance.json``, which is also what makes ``replace=False`` reruns idempotent there.
+  the filesystem supports it; elsewhere (a local disk) into a JSON sidecar ``<name>.seedance.json``, which is
+  also what makes ``replace=False`` reruns idempotent there. The sidecar is written after the file, to a
+  hidden temporary name then renamed, so it is never seen half-written; a stale sidecar is removed before a
+  replaced file is moved in. A sidecar that cannot be read (left by a crash of an older version) is ignored.
 * Any failure closes and deletes the staging file (and a destination whose publication did not finish).
 
 For S3 itself, prefer :class:`~.seedance_to_s3.SeedanceToS3Operator`: it sets metadata atomically and
@@ -27,7 +32,6 @@ from typing import Any
 from airflow_provider_seedance.exceptions import (
     SeedanceConfigurationError,
     SeedanceIntegrityError,
-    SeedanceTransferError,
 )
 from airflow_provider_seedance.transfers._base import (
     REQUEST_ID_METADATA_KEY,
@@ -49,12 +53,28 @@ STAGING_SUFFIX = ".partial"
 
 CONTENT_TYPE_METADATA_KEY = "content-type"
 
+S3_SINGLE_COPY_MAX_BYTES = 5 * 1024**3
+"""S3's CopyObject limit: a larger staging object cannot be copied with its metadata in one call."""
+
 _LOCAL_PROTOCOLS = frozenset({"", "file", "local"})
 
 
 def _has_object_metadata(fs: Any) -> bool:
     """Whether the filesystem can store per-object metadata (fsspec has no common API: s3fs, gcsfs do)."""
     return callable(getattr(fs, "setxattrs", None)) and callable(getattr(fs, "getxattr", None))
+
+
+def _copy_with_metadata(
+    fs: Any, size: int, metadata: dict[str, str], content_type: str
+) -> dict[str, Any] | None:
+    """
+    Return the ``fs.copy`` options that set the metadata in the copy itself, or ``None`` if the store has none.
+
+    s3fs passes them to ``CopyObject`` (objects up to 5 GiB): the destination is created once, complete.
+    """
+    if type(fs).__module__.split(".", 1)[0] == "s3fs" and size <= S3_SINGLE_COPY_MAX_BYTES:
+        return {"MetadataDirective": "REPLACE", "Metadata": dict(metadata), "ContentType": content_type}
+    return None
 
 
 def sidecar_path(path: Any) -> Any:
@@ -132,9 +152,7 @@ class ObjectStorageWriter:
             raise SeedanceIntegrityError(
                 f"{self.staging} holds {staged} bytes but {result.size} were downloaded; not published."
             )
-        self.fs.mv(self.staging.path, self.path.path)
-        self._published = True
-        self._record(result)
+        self._publish(result)
         size = self.fs.size(self.path.path)
         if size != result.size:
             raise SeedanceIntegrityError(f"{self.path} holds {size} bytes after the move, not {result.size}.")
@@ -178,19 +196,42 @@ class ObjectStorageWriter:
         except Exception as exc:
             self.log.error("Could not delete %s: %s. Remove it by hand.", path, exc)
 
-    def _record(self, result: DownloadResult) -> None:
+    def _publish(self, result: DownloadResult) -> None:
+        """Put the staging file at the destination, with its metadata, then write the sidecar if wanted."""
+        content_type = self.content_type or result.content_type
         metadata = {
             **self.metadata,
             SHA256_METADATA_KEY: result.sha256,
-            CONTENT_TYPE_METADATA_KEY: self.content_type or result.content_type,
+            CONTENT_TYPE_METADATA_KEY: content_type,
         }
         native = _has_object_metadata(self.fs)
-        if native:
-            self.fs.setxattrs(self.path.path, **metadata)
-        if self.sidecar or (self.sidecar is None and not native):
-            document = {**metadata, "size": result.size}
-            with self.fs.open(sidecar_path(self.path).path, "wb") as handle:
+        with_sidecar = bool(self.sidecar or (self.sidecar is None and not native))
+        if with_sidecar:
+            # A sidecar left from the file being replaced must not describe the new one, even for a moment.
+            self._remove(sidecar_path(self.path))
+        options = _copy_with_metadata(self.fs, result.size, metadata, content_type) if native else None
+        self._published = True
+        if options is not None:
+            self.fs.copy(self.staging.path, self.path.path, **options)
+            self._remove(self.staging)
+        else:
+            self.fs.mv(self.staging.path, self.path.path)
+            if native:
+                self.fs.setxattrs(self.path.path, **metadata)
+        if with_sidecar:
+            self._write_sidecar({**metadata, "size": result.size})
+
+    def _write_sidecar(self, document: dict[str, Any]) -> None:
+        """Write the sidecar under a hidden name, then rename it: it is complete or absent, never half-written."""
+        final = sidecar_path(self.path)
+        temporary = self.path.parent / f".{final.name}.{uuid.uuid4().hex}{STAGING_SUFFIX}"
+        try:
+            with self.fs.open(temporary.path, "wb") as handle:
                 handle.write(json.dumps(document, indent=2, sort_keys=True).encode() + b"\n")
+            self.fs.mv(temporary.path, final.path)
+        except BaseException:
+            self._remove(temporary)
+            raise
 
     def _lineage(self) -> None:
         try:
@@ -233,6 +274,9 @@ class SeedanceToObjectStorageOperator(SeedanceTransferBaseOperator):
     :param download_timeout: seconds allowed to connect to the source and between two reads.
     :param download_max_retries: retries of a download after a transient failure (renewed on progress).
     :param download_retry_backoff: first retry delay in seconds, doubled per attempt.
+    :param download_max_resumes: interruptions one download survives in total (each waits a growing backoff).
+    :param allow_private_networks: ``False`` refuses sources on private networks (loopback stays allowed;
+        link-local / cloud-metadata addresses are always refused). See docs/transfer.md.
     :return: the URI of every copied file, in source order.
     """
 
@@ -321,9 +365,9 @@ class SeedanceToObjectStorageOperator(SeedanceTransferBaseOperator):
                 with fs.open(sidecar.path, "rb") as handle:
                     recorded = json.loads(handle.read())
             except ValueError as exc:
-                raise SeedanceTransferError(
-                    f"{sidecar} is not valid JSON ({exc}); fix or delete it."
-                ) from None
+                # Half-written by a crash: it proves nothing, so the file counts as one without metadata.
+                self.log.warning("Ignoring %s: it is not valid JSON (%s).", sidecar, exc)
+                recorded = None
             if isinstance(recorded, dict) and recorded.get("size") == size:
                 metadata = recorded
         return ExistingCopy(

@@ -811,6 +811,9 @@ class SeedanceToS3Operator(SeedanceTransferBaseOperator):
     :param download_timeout: seconds allowed to connect to the source and between two reads.
     :param download_max_retries: retries of a download after a transient failure (renewed on progress).
     :param download_retry_backoff: first retry delay in seconds, doubled per attempt.
+    :param download_max_resumes: interruptions one download survives in total (each waits a growing backoff).
+    :param allow_private_networks: ``False`` refuses sources on private networks (loopback stays allowed;
+        link-local / cloud-metadata addresses are always refused). See docs/transfer.md.
     :param asset_extra: more metadata for the outlet Asset events (templated), e.g.
         ``{"model_id": "{{ ti.xcom_pull('generate')['model_id'] }}", "duration": 5}``. Each event's extra
         already holds ``request_id`` (with a ``request_id`` source), ``uris``, ``sha256``, ``sizes`` and

@@ -106,7 +106,8 @@ FAULT_PROBABILITY = 0.012
 """Chance that one armed fault hits a matching call; ~10 faults per endpoint make ~12% of calls faulty."""
 
 DOWNLOAD_FAULT_PROBABILITY = 0.04
-"""Downloads are few (DAG runs only), so their 8 faults hit more often: ~28% of downloads."""
+"""Downloads are few (DAG runs only), so their 10 faults hit more often: ~34% of downloads (a capped range
+changes only answers to a Range request)."""
 
 UPLOAD_PART_FAILURE_PROBABILITY = 0.35
 """Chance that one S3 UploadPart (large videos only) fails."""
@@ -170,6 +171,9 @@ def chaos_faults(model_id: str, *, with_not_found: bool) -> list[Fault]:
                 kinds.append({"kind": "http_error", "status_code": 404, "error_code": 404001})
         if endpoint == "download":
             kinds.append({"kind": "http_error", "status_code": 404, "error_code": 404001})
+            # CDN shapes: an unsized answer that breaks, and 206 answers capped below what was asked.
+            kinds.append({"kind": "truncated", "hide_length": True})
+            kinds.append({"kind": "capped_range", "cap_bytes": 64 * 1024})
         faults += [Fault(endpoint=endpoint, **kind, **common) for kind in kinds]
     return faults
 

@@ -11,6 +11,7 @@ transfers what is left in the bucket.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -541,6 +542,7 @@ class TransferCase:
     :param upload_part_failures: UploadPart calls to fail for this case (``None``: all of them; 0: none).
     :param plan: the job plan.
     :param download_timeout: the store task's ``download_timeout``.
+    :param more_faults: faults armed after ``fault`` (the first matching one hits a call).
     """
 
     id: str
@@ -553,6 +555,7 @@ class TransferCase:
     upload_part_failures: int | None = 0
     plan: JobPlan = FAST
     download_timeout: float = 5.0
+    more_faults: tuple[Fault, ...] = ()
 
     @property
     def model_id(self) -> str:
@@ -586,6 +589,14 @@ def _transfer_cases() -> list[TransferCase]:
         # Cut mid-body once: the download resumes with a Range request and the copy is complete.
         TransferCase(
             "download-truncated", Fault(kind="truncated", endpoint="download", times=1), "success", faulted=1
+        ),
+        # A CDN that streams without Content-Length and caps every range: the first answer breaks, each 206
+        # names the total but carries 1 KiB; the copy follows them to the total (never a short copy).
+        TransferCase(
+            "download-capped-ranges",
+            Fault(kind="truncated", endpoint="download", hide_length=True, truncate_fraction=0.3, times=1),
+            "success",
+            more_faults=(Fault(kind="capped_range", endpoint="download", cap_bytes=1024, times=None),),
         ),
         # Cut on every request: each resume gets part of the rest, the last byte never comes; the copy fails.
         TransferCase(
@@ -702,6 +713,8 @@ def matrix(module_emulator: SeedanceEmulator, module_patch: pytest.MonkeyPatch) 
                 )
             for tcase in TRANSFER_CASES:
                 _arm(emulator, tcase.model_id, tcase.fault, tcase.plan)
+                for more in tcase.more_faults:
+                    emulator.add_fault(more.model_copy(update={"model_id": tcase.model_id}))
                 generate = SeedanceImageToVideoOperator(
                     task_id=f"gen-{tcase.id}",
                     model_id=tcase.model_id,
@@ -903,3 +916,14 @@ def test_the_bucket_holds_only_verified_copies(matrix: MatrixRun) -> None:
     assert leftovers.count == 0
     expected = sorted(c.key for c in TRANSFER_CASES if c.state == "success")
     assert s3_objects(matrix.s3) == expected
+
+
+def test_capped_ranges_are_followed_to_the_total(matrix: MatrixRun) -> None:
+    """After the unsized answer broke, every capped 206 is followed by a request for the next range."""
+    downloads = calls_of(matrix.emulator, "download", f"{MODEL_PREFIX}/download-capped-ranges")
+    ranged = [r for r in downloads if "range" in r.headers]
+    assert len(ranged) >= 2
+    assert all(r.status_code == 206 for r in ranged)
+    starts = [int(r.headers["range"].removeprefix("bytes=").rstrip("-")) for r in ranged]
+    assert starts == sorted(starts)
+    assert all(later - earlier == 1024 for earlier, later in itertools.pairwise(starts[1:]))

@@ -24,9 +24,14 @@ class Route:
     :param ranges: honour ``Range`` requests with 206 answers (else always 200, whole body).
     :param drops: per request number (0-based), close the connection after this many body bytes.
     :param statuses: per request number, answer this error status instead of the file.
-    :param content_length: send ``Content-Length`` (else close-delimited body).
+    :param content_length: send ``Content-Length`` (else a close-delimited body, or a chunked one).
+    :param chunked: without ``Content-Length``, send the body chunked (so a drop is detectable).
     :param content_type: the ``Content-Type`` header, or ``None`` for none.
     :param headers: extra response headers.
+    :param bad_content_range: answer a range with a ``Content-Range`` one byte off.
+    :param range_cap: answer a range with at most this many bytes (a complete, shorter ``206``).
+    :param unknown_total: name the total of a ``Content-Range`` as ``*``.
+    :param redirect: answer ``302`` with this ``Location`` instead of the file.
     """
 
     body: bytes
@@ -34,9 +39,13 @@ class Route:
     drops: dict[int, int] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
     content_length: bool = True
+    chunked: bool = False
     content_type: str | None = "video/mp4"
     headers: dict[str, str] = field(default_factory=dict)
     bad_content_range: bool = False
+    range_cap: int | None = None
+    unknown_total: bool = False
+    redirect: str | None = None
 
 
 @dataclass
@@ -96,6 +105,13 @@ class FileServer:
             status = 404 if route is None else route.statuses.get(number, 0)
             seen = Seen(path=path, headers=headers, status=status)
             self.seen.append(seen)
+        if route is not None and route.redirect is not None and not status:
+            seen.status = 302
+            handler.send_response(302)
+            handler.send_header("Location", route.redirect)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
         if route is None or status:
             handler.send_response(status or 404)
             handler.send_header("Content-Length", "0")
@@ -103,21 +119,27 @@ class FileServer:
                 handler.send_header("Retry-After", "0")
             handler.end_headers()
             return
-        start = 0
+        start, end = 0, len(route.body)
         wanted = headers.get("range", "")
         if wanted and route.ranges:
             start = int(wanted.split("=", 1)[1].split("-", 1)[0])
+            if route.range_cap is not None:
+                end = min(end, start + route.range_cap)
             seen.status = 206
             handler.send_response(206)
             first = start + 1 if route.bad_content_range else start
-            handler.send_header("Content-Range", f"bytes {first}-{len(route.body) - 1}/{len(route.body)}")
+            total = "*" if route.unknown_total else str(len(route.body))
+            handler.send_header("Content-Range", f"bytes {first}-{end - 1}/{total}")
         else:
             seen.status = 200
             handler.send_response(200)
             handler.send_header("Accept-Ranges", "bytes" if route.ranges else "none")
-        body = memoryview(route.body)[start:]  # no copy: memory tests trace this process
+        body = memoryview(route.body)[start:end]  # no copy: memory tests trace this process
+        chunked = route.chunked and not route.content_length
         if route.content_length:
             handler.send_header("Content-Length", str(len(body)))
+        elif chunked:
+            handler.send_header("Transfer-Encoding", "chunked")
         else:
             handler.send_header("Connection", "close")
         if route.content_type:
@@ -127,7 +149,15 @@ class FileServer:
         handler.end_headers()
         drop = route.drops.get(number)
         try:
-            handler.wfile.write(body[:drop] if drop is not None else body)
+            sent = body[:drop] if drop is not None else body
+            if chunked:
+                for start in range(0, len(sent), 65536):
+                    piece = sent[start : start + 65536]
+                    handler.wfile.write(b"%x\r\n" % len(piece) + bytes(piece) + b"\r\n")
+                if drop is None:
+                    handler.wfile.write(b"0\r\n\r\n")
+            else:
+                handler.wfile.write(sent)
             handler.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass

@@ -153,8 +153,72 @@ def test_failure_after_the_move_removes_the_file(
     def broken(self: Any, result: Any) -> None:
         raise OSError("disk full while writing the sidecar")
 
-    monkeypatch.setattr(module.ObjectStorageWriter, "_record", broken)
+    monkeypatch.setattr(module.ObjectStorageWriter, "_write_sidecar", broken)
     url = file_server.add("/clip.mp4", BODY)
     with pytest.raises(OSError, match="disk full"):
         run(source_urls=url, dest_path=f"file://{tmp_path}/clip.mp4")
     assert listing(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 13, item 13: the file appears complete, the sidecar never half-written
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_sidecar_is_never_seen_half_written(
+    file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A crash while the sidecar is being put in place: it is written under a hidden name and renamed, so
+    # no truncated <name>.seedance.json can ever sit next to the file.
+    from fsspec.implementations.local import LocalFileSystem
+
+    real_mv = LocalFileSystem.mv
+
+    def mv(self: Any, path1: str, path2: str, **kwargs: Any) -> None:
+        if str(path2).endswith(module.SIDECAR_SUFFIX):
+            raise OSError("killed while publishing the sidecar")
+        real_mv(self, path1, path2, **kwargs)
+
+    monkeypatch.setattr(LocalFileSystem, "mv", mv)
+    url = file_server.add("/clip.mp4", BODY)
+    with pytest.raises(OSError, match="killed"):
+        run(source_urls=url, dest_path=f"file://{tmp_path}/clip.mp4")
+    assert listing(tmp_path) == []
+
+
+def test_replacing_removes_the_stale_sidecar_before_the_new_file_appears(
+    file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fsspec.implementations.local import LocalFileSystem
+
+    old = file_server.add("/old.mp4", BODY[::-1])
+    new = file_server.add("/new.mp4", BODY)
+    dest = tmp_path / "clip.mp4"
+    run(source_urls=old, dest_path=f"file://{dest}")
+    real_mv = LocalFileSystem.mv
+    seen: list[bool] = []
+
+    def mv(self: Any, path1: str, path2: str, **kwargs: Any) -> None:
+        if str(path2) == str(dest):
+            # Never a moment where the old sidecar describes the new file.
+            seen.append((tmp_path / "clip.mp4.seedance.json").exists())
+        real_mv(self, path1, path2, **kwargs)
+
+    monkeypatch.setattr(LocalFileSystem, "mv", mv)
+    run(source_urls=new, dest_path=f"file://{dest}", replace=True)
+    assert seen == [False]
+    sidecar = json.loads((tmp_path / "clip.mp4.seedance.json").read_text())
+    assert sidecar["sha256"] == SHA
+    assert sidecar["source-url"] == new
+    assert listing(tmp_path) == ["clip.mp4", "clip.mp4.seedance.json"]
+
+
+def test_unreadable_sidecar_is_ignored(file_server: FileServer, tmp_path: Path) -> None:
+    # Left half-written by a crash of an older version: it proves nothing about the file.
+    url = file_server.add("/clip.mp4", BODY)
+    (tmp_path / "clip.mp4").write_bytes(BODY)
+    (tmp_path / "clip.mp4.seedance.json").write_text('{"sha256": "ab')
+    with pytest.raises(SeedanceTransferError, match="no sha256 metadata"):
+        run(source_urls=url, dest_path=f"file://{tmp_path}/clip.mp4")
+    run(source_urls=url, dest_path=f"file://{tmp_path}/clip.mp4", replace=True)
+    assert json.loads((tmp_path / "clip.mp4.seedance.json").read_text())["sha256"] == SHA

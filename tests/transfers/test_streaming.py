@@ -62,7 +62,8 @@ def client() -> Any:
 
 def download(url: str, client: httpx.Client, **kwargs: Any) -> tuple[Any, RecordingSink]:
     sink = RecordingSink()
-    job = StreamingDownload(url, client=client, backoff=0.01, **kwargs)
+    kwargs.setdefault("backoff", 0.01)
+    job = StreamingDownload(url, client=client, **kwargs)
     try:
         return job.copy_to(sink), sink
     finally:
@@ -255,3 +256,97 @@ def test_progress_logs_at_steps_and_intervals(caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.INFO, logger="test.progress"):
         slow.update(10)
     assert "so far" in caplog.records[0].getMessage()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 13, item 9: capped ranges and sizes that are never announced
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_capped_ranges_are_followed_to_the_announced_total(
+    file_server: FileServer, client: httpx.Client
+) -> None:
+    # The first answer has no Content-Length and breaks; every 206 then carries at most 256 KiB.
+    url = file_server.add(
+        "/clip.mp4", BODY, content_length=False, chunked=True, drops={0: 100_000}, range_cap=256 * 1024
+    )
+    result, sink = download(url, client)
+    assert bytes(sink.data) == BODY
+    assert result.size == len(BODY)
+    assert result.sha256 == SHA
+    assert result.resumes == 1  # one interruption; the capped answers that followed are no failures
+    seen = file_server.requests_for("/clip.mp4")
+    assert len(seen) == 1 + -(-(len(BODY) - 100_000) // (256 * 1024))
+    assert all(s.status == 206 for s in seen[1:])
+
+
+def test_resume_without_a_known_total_restarts_from_zero(
+    file_server: FileServer, client: httpx.Client
+) -> None:
+    # "Content-Range: bytes 1000-1499/*" after an unsized break: the end of the file cannot be verified.
+    url = file_server.add(
+        "/clip.mp4",
+        BODY,
+        content_length=False,
+        chunked=True,
+        drops={0: 1000},
+        range_cap=500,
+        unknown_total=True,
+    )
+    result, sink = download(url, client)
+    assert bytes(sink.data) == BODY
+    assert result.restarts == 1
+    assert [s.status for s in file_server.requests_for("/clip.mp4")] == [200, 206, 200]
+
+
+def test_unknown_size_after_breaks_is_never_accepted(file_server: FileServer, client: httpx.Client) -> None:
+    # Every answer breaks and none names the total: nothing may be called complete.
+    url = file_server.add(
+        "/clip.mp4",
+        BODY,
+        content_length=False,
+        chunked=True,
+        drops={n: 1000 for n in range(20)},
+        range_cap=500,
+        unknown_total=True,
+    )
+    with pytest.raises(SeedanceConnectionError):
+        download(url, client, max_retries=2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 13, item 12: a link that drops every few KiB reconnects with backoff, a bounded number of times
+# ---------------------------------------------------------------------------------------------------------
+
+
+def resume_delays(caplog: pytest.LogCaptureFixture) -> list[float]:
+    return [
+        float(r.getMessage().split("resuming in ")[1].split(" s")[0])
+        for r in caplog.records
+        if "resuming in" in r.getMessage()
+    ]
+
+
+def test_resumes_back_off(
+    file_server: FileServer, client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = BODY[: 40 * 1024]
+    url = file_server.add("/clip.mp4", body, drops={n: 4096 for n in range(9)})
+    logger = logging.getLogger("test.resume")
+    with caplog.at_level(logging.WARNING, logger="test.resume"):
+        result, sink = download(url, client, backoff=0.005, logger=logger)
+    assert bytes(sink.data) == body
+    assert result.resumes == 9
+    delays = resume_delays(caplog)
+    assert len(delays) == 9
+    # Doubling from the first delay (plus at most one first delay of jitter): never back to back.
+    for number, delay in enumerate(delays):
+        assert 0.005 * 2**number <= delay <= 0.005 * 2**number + 0.005 + 0.01
+
+
+def test_resumes_are_bounded(file_server: FileServer, client: httpx.Client) -> None:
+    url = file_server.add("/clip.mp4", BODY[: 64 * 1024], drops={n: 4096 for n in range(16)})
+    with pytest.raises(SeedanceConnectionError, match="interrupted 4 times") as caught:
+        download(url, client, max_resumes=3)
+    assert "download_max_resumes" in str(caught.value)
+    assert len(file_server.requests_for("/clip.mp4")) == 4

@@ -18,6 +18,7 @@ from airflow_provider_seedance.exceptions import (
     SeedanceConnectionError,
     SeedanceRequestFailedError,
     SeedanceTransferError,
+    SeedanceURLRefusedError,
 )
 from airflow_provider_seedance.hooks.seedance import SeedanceHook
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
@@ -26,8 +27,11 @@ from airflow_provider_seedance.testing.media import generated_video
 from airflow_provider_seedance.transfers.seedance_to_object_storage import SeedanceToObjectStorageOperator
 from airflow_provider_seedance.transfers.seedance_to_s3 import SeedanceToS3Operator
 from tests._support import TEST_TOKEN
+from tests.network_guard import no_link_local_traffic, resolve_names
 from tests.transfers._support import BUCKET, assert_nothing_left
 from tests.transfers.conftest import MotoServer
+
+__all__ = ["no_link_local_traffic"]
 
 MiB = 1024 * 1024
 INPUT = {
@@ -258,3 +262,202 @@ def test_object_storage_from_a_request(emulator: SeedanceEmulator, seedance_conn
         for index in range(2):
             expected = http.get(f"{emulator.base_url}/files/{request_id}/{index}.mp4").content
             assert (tmp_path / request_id / f"{index}.mp4").read_bytes() == expected
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 13, item 9: a short copy is never committed
+# ---------------------------------------------------------------------------------------------------------
+
+
+def break_unsized_then_cap_ranges(emulator: SeedanceEmulator, *, cut: int, cap: int) -> None:
+    """The CDN shape of the report: a first 200 without Content-Length that breaks, then capped 206 ranges."""
+    emulator.add_fault(
+        Fault(kind="truncated", endpoint="download", truncate_at_bytes=cut, hide_length=True, times=1)
+    )
+    emulator.add_fault(Fault(kind="capped_range", endpoint="download", cap_bytes=cap, times=None))
+
+
+def test_capped_ranges_after_an_unsized_break_copy_the_whole_file(
+    emulator: SeedanceEmulator, s3: Any
+) -> None:
+    # Reported: 3,048 of 10,240 bytes stored and "verified" (2,000 before the break + one capped range).
+    size = 10_240
+    break_unsized_then_cap_ranges(emulator, cut=2_000, cap=1_048)
+    url = emulator.url(f"/files/generated/{size}.mp4")
+    _, ti = run(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4")
+
+    head = s3.head_object(Bucket=BUCKET, Key="clip.mp4")
+    assert head["ContentLength"] == size
+    assert ti.xcom["objects"][0]["size"] == size
+    assert ti.xcom["objects"][0]["sha256"] == sha_of_generated(size)
+    seen = downloads(emulator)
+    assert "content-length" not in seen[0].headers  # what the client sent; the fault is on the answer
+    assert [r.status_code for r in seen] == [200] + [206] * 8  # 2,000 + 7 x 1,048 + 904 bytes
+    assert seen[1].headers["range"] == "bytes=2000-"
+    assert seen[2].headers["range"] == "bytes=3048-"
+    assert_nothing_left(s3, ["clip.mp4"])
+
+
+def test_capped_ranges_copy_the_whole_file_to_object_storage(
+    emulator: SeedanceEmulator, tmp_path: Any
+) -> None:
+    size = 10_240
+    break_unsized_then_cap_ranges(emulator, cut=2_000, cap=1_048)
+    op = SeedanceToObjectStorageOperator(
+        task_id="store",
+        source_urls=emulator.url(f"/files/generated/{size}.mp4"),
+        dest_path=f"file://{tmp_path}/clip.mp4",
+        download_retry_backoff=0.01,
+    )
+    op.execute({})  # type: ignore[arg-type]
+    data = (tmp_path / "clip.mp4").read_bytes()
+    assert len(data) == size
+    assert hashlib.sha256(data).hexdigest() == sha_of_generated(size)
+
+
+def test_unsized_break_with_an_unknown_total_stores_nothing(emulator: SeedanceEmulator, s3: Any) -> None:
+    # Every answer is unsized and breaks: the size is never learnt, so no piece can be trusted as complete.
+    emulator.state.ranges_enabled = False
+    emulator.add_fault(
+        Fault(kind="truncated", endpoint="download", truncate_at_bytes=3_000, hide_length=True, times=None)
+    )
+    url = emulator.url("/files/generated/10240.mp4")
+    with pytest.raises(SeedanceConnectionError):
+        run(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4", download_max_retries=2)
+    assert_nothing_left(s3)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 13, items 10 and 11: no metadata addresses, no credentials, on any hop
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_source_url_with_credentials_is_refused_before_any_download(
+    emulator: SeedanceEmulator, s3: Any
+) -> None:
+    # httpx would send user:password@ as "Authorization: Basic ..." to the file host.
+    url = emulator.url("/files/generated/4096.mp4").replace("http://", "http://user:s3cr3t@")
+    with pytest.raises(SeedanceConfigurationError, match="user:password@") as caught:
+        run(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4")
+    assert "s3cr3t" not in str(caught.value)
+    assert downloads(emulator) == []
+    assert_nothing_left(s3)
+
+
+def test_redirect_to_a_url_with_credentials_is_refused(emulator: SeedanceEmulator, s3: Any) -> None:
+    target = emulator.url("/files/generated/4096.mp4").replace("http://", "http://user:s3cr3t@")
+    emulator.add_fault(Fault(kind="redirect", endpoint="download", location=target))
+    with pytest.raises(SeedanceURLRefusedError, match="user:password@") as caught:
+        run(source_urls=emulator.url("/files/generated/8192.mp4"), dest_key=f"s3://{BUCKET}/clip.mp4")
+    assert "s3cr3t" not in str(caught.value)
+    assert [r.status_code for r in downloads(emulator)] == [302]  # the second hop was never sent
+    assert all("authorization" not in r.headers for r in emulator.state.requests())
+    assert_nothing_left(s3)
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://2852039166/latest/meta-data/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+    ],
+)
+def test_redirect_to_the_metadata_address_is_refused(
+    emulator: SeedanceEmulator,
+    s3: Any,
+    no_link_local_traffic: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    location: str,
+) -> None:
+    resolve_names(monkeypatch, {"metadata.google.internal": "169.254.169.254"})
+    emulator.add_fault(Fault(kind="redirect", endpoint="download", location=location))
+    with pytest.raises(SeedanceURLRefusedError, match="link-local"):
+        run(source_urls=emulator.url("/files/generated/4096.mp4"), dest_key=f"s3://{BUCKET}/clip.mp4")
+    assert [r.status_code for r in downloads(emulator)] == [302]
+    assert_nothing_left(s3)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254/latest/meta-data/", "http://0251.0376.0251.0376/", "http://[::ffff:a9fe:a9fe]/"],
+)
+def test_literal_metadata_source_fails_before_any_call(
+    s3: Any, no_link_local_traffic: list[Any], url: str
+) -> None:
+    with pytest.raises(
+        SeedanceConfigurationError, match=r"source_urls\[0\]: downloads never reach link-local"
+    ):
+        run(source_urls=[url], dest_key=f"s3://{BUCKET}/clip.mp4")
+    assert_nothing_left(s3)
+
+
+def test_source_name_resolving_to_link_local_is_refused(
+    emulator: SeedanceEmulator, s3: Any, no_link_local_traffic: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolve_names(monkeypatch, {"cdn.attacker.test": "169.254.169.254"})
+    with pytest.raises(SeedanceURLRefusedError, match=r"cdn\.attacker\.test.*169\.254\.169\.254"):
+        run(source_urls="http://cdn.attacker.test/clip.mp4?sig=secret", dest_key=f"s3://{BUCKET}/clip.mp4")
+    assert_nothing_left(s3)
+
+
+@pytest.mark.parametrize("where", ["connection", "operator"])
+def test_private_networks_can_be_refused(
+    emulator: SeedanceEmulator,
+    s3: Any,
+    no_link_local_traffic: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    resolve_names(monkeypatch, {"intranet.test": "10.9.8.7"})
+    extra = {"allow_private_networks": False} if where == "connection" else {}
+    monkeypatch.setenv("AIRFLOW_CONN_SEEDANCE_DEFAULT", emulator.connection_json(**extra))
+    options = {"allow_private_networks": False} if where == "operator" else {}
+    with pytest.raises(SeedanceURLRefusedError, match="private networks"):
+        run(source_urls="http://intranet.test/clip.mp4", dest_key=f"s3://{BUCKET}/clip.mp4", **options)
+    # Loopback (the emulator) stays allowed under the same setting.
+    run(source_urls=emulator.url("/files/generated/4096.mp4"), dest_key=f"s3://{BUCKET}/clip.mp4", **options)
+    assert_nothing_left(s3, ["clip.mp4"])
+
+
+def test_private_networks_are_allowed_by_default(
+    emulator: SeedanceEmulator, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A name for a private address is fetched (here the address is the emulator's, on loopback).
+    resolve_names(monkeypatch, {"files.intranet.test": "127.0.0.1"})
+    url = emulator.url("/files/generated/4096.mp4").replace("127.0.0.1", "files.intranet.test")
+    run(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4")
+    assert downloads(emulator)[0].headers["host"].startswith("files.intranet.test:")
+    assert_nothing_left(s3, ["clip.mp4"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 13, item 12: a link that drops every few KiB
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_link_dropping_every_few_kib_resumes_with_backoff(
+    emulator: SeedanceEmulator, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    size = 40 * 1024
+    emulator.add_fault(Fault(kind="truncated", endpoint="download", truncate_at_bytes=4096, times=9))
+    _, ti = run(source_urls=emulator.url(f"/files/generated/{size}.mp4"), dest_key=f"s3://{BUCKET}/clip.mp4")
+    assert ti.xcom["objects"][0]["sha256"] == sha_of_generated(size)
+    assert [r.status_code for r in downloads(emulator)] == [200] + [206] * 9
+    lines = [line for line in capsys.readouterr().out.splitlines() if "resuming in" in line]
+    delays = [float(line.split("resuming in ")[1].split(" s")[0]) for line in lines]
+    assert len(delays) == 9
+    assert all(delay >= 0.01 * 2**n for n, delay in enumerate(delays))  # doubling, never back to back
+
+
+def test_link_dropping_too_often_fails_and_stores_nothing(emulator: SeedanceEmulator, s3: Any) -> None:
+    emulator.add_fault(Fault(kind="truncated", endpoint="download", truncate_at_bytes=4096, times=None))
+    with pytest.raises(SeedanceConnectionError, match="interrupted 4 times"):
+        run(
+            source_urls=emulator.url(f"/files/generated/{64 * 1024}.mp4"),
+            dest_key=f"s3://{BUCKET}/clip.mp4",
+            download_max_resumes=3,
+        )
+    assert len(downloads(emulator)) == 4
+    assert_nothing_left(s3)
