@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +27,10 @@ os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 
 if TYPE_CHECKING:
-    from airflow_provider_seedance.testing import SeedanceEmulator
+    from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
+
+# The emulator fixtures users get (seedance_emulator, seedance_emulator_conn), used here as they use them.
+pytest_plugins = ["airflow_provider_seedance.testing.pytest_plugin"]
 
 
 @pytest.fixture(scope="session")
@@ -41,12 +43,23 @@ def airflow_db() -> Path:
 
 
 @pytest.fixture
-def emulator() -> Iterator[SeedanceEmulator]:
-    """Start the API emulator on a free 127.0.0.1 port with fast timelines; stop it afterwards."""
-    from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
+def seedance_emulator_token() -> str:
+    """The suite's distinctive token (leak checks search for it), instead of the plugin's default."""
+    return TEST_TOKEN
 
-    with SeedanceEmulator(token=TEST_TOKEN, plan=JobPlan(queue_seconds=0.2, run_seconds=0.3)) as emu:
-        yield emu
+
+@pytest.fixture
+def seedance_emulator_plan() -> JobPlan:
+    """Fast timelines: a request queues 0.2 s, then generates 0.3 s."""
+    from airflow_provider_seedance.testing import JobPlan
+
+    return JobPlan(queue_seconds=0.2, run_seconds=0.3)
+
+
+@pytest.fixture
+def emulator(seedance_emulator: SeedanceEmulator) -> SeedanceEmulator:
+    """The plugin's emulator (one per test, stopped afterwards); test packages may share one instead."""
+    return seedance_emulator
 
 
 @pytest.fixture
