@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 # The one free-port helper, re-exported for the test modules.
 from airflow_provider_seedance.testing.local_airflow import free_port
@@ -13,9 +14,45 @@ if TYPE_CHECKING:
 TEST_TOKEN = "sk-test-UNIQUE-7f3a9c2e-seedance-token"
 """A distinctive token: leak checks search for it everywhere."""
 
-__all__ = ["TEST_TOKEN", "conn_json", "free_port"]
+__all__ = [
+    "TEST_TOKEN",
+    "FakeDataset",
+    "FakeExternalQueryRunFacet",
+    "FakeOperatorLineage",
+    "conn_json",
+    "free_port",
+]
 
 
 def conn_json(emulator: SeedanceEmulator, **extra: object) -> str:
     """Return a JSON ``seedance`` connection for the emulator, with fast retries unless overridden."""
     return emulator.connection_json(**{"timeout": 5, "max_retries": 3, "retry_backoff": 0.05, **extra})
+
+
+# -- OpenLineage stand-ins (the ``fake_openlineage`` fixture installs them) -----------------------------------
+
+
+@dataclass
+class FakeDataset:
+    """Stands in for OpenLineage's ``Dataset`` facet."""
+
+    namespace: str
+    name: str
+
+
+@dataclass
+class FakeExternalQueryRunFacet:
+    """Stands in for OpenLineage's ``ExternalQueryRunFacet``."""
+
+    externalQueryId: str
+    source: str
+
+
+@dataclass
+class FakeOperatorLineage:
+    """Stands in for the OpenLineage provider's ``OperatorLineage``."""
+
+    inputs: list[Any] = field(default_factory=list)
+    outputs: list[Any] = field(default_factory=list)
+    run_facets: dict[str, Any] = field(default_factory=dict)
+    job_facets: dict[str, Any] = field(default_factory=dict)

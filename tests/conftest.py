@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import types
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests._support import TEST_TOKEN, conn_json
+from tests._support import (
+    TEST_TOKEN,
+    FakeDataset,
+    FakeExternalQueryRunFacet,
+    FakeOperatorLineage,
+    conn_json,
+)
 
 # Airflow reads its configuration at import time, so the isolated home must exist before any test
 # module imports airflow.
@@ -25,6 +33,10 @@ for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "RUNCOMFY_API_TOKEN"):
 os.environ["AWS_ACCESS_KEY_ID"] = "testing"
 os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+
+# The log capture of the operator tests, for the feature modules that drive operators too (it imports
+# Airflow, so it comes after the isolated home).
+from tests.operators._dag_support import logs  # noqa: E402, F401
 
 if TYPE_CHECKING:
     from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
@@ -67,3 +79,18 @@ def seedance_conn(emulator: SeedanceEmulator, monkeypatch: pytest.MonkeyPatch) -
     """Point ``seedance_default`` at the emulator through ``AIRFLOW_CONN_SEEDANCE_DEFAULT`` (JSON form)."""
     monkeypatch.setenv("AIRFLOW_CONN_SEEDANCE_DEFAULT", conn_json(emulator))
     return "seedance_default"
+
+
+@pytest.fixture
+def fake_openlineage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-ins for the OpenLineage provider and client classes (neither is installed in the test venv)."""
+    import airflow.providers.common.compat.openlineage.facet as facet
+
+    extractors = types.ModuleType("airflow.providers.openlineage.extractors")
+    extractors.OperatorLineage = FakeOperatorLineage  # type: ignore[attr-defined]
+    package = types.ModuleType("airflow.providers.openlineage")
+    package.extractors = extractors  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "airflow.providers.openlineage", package)
+    monkeypatch.setitem(sys.modules, "airflow.providers.openlineage.extractors", extractors)
+    monkeypatch.setattr(facet, "Dataset", FakeDataset)
+    monkeypatch.setattr(facet, "ExternalQueryRunFacet", FakeExternalQueryRunFacet)
