@@ -17,6 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+# The one free-port helper, for the benchmarks that start servers.
+from airflow_provider_seedance.testing.local_airflow import free_port as free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root."""
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 # The one free-port helper, re-exported for the test modules.
@@ -21,12 +25,30 @@ __all__ = [
     "FakeOperatorLineage",
     "conn_json",
     "free_port",
+    "load_script",
 ]
 
 
 def conn_json(emulator: SeedanceEmulator, **extra: object) -> str:
     """Return a JSON ``seedance`` connection for the emulator, with fast retries unless overridden."""
     return emulator.connection_json(**{"timeout": 5, "max_retries": 3, "retry_backoff": 0.05, **extra})
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """
+    Import a script that is not part of a package (``scripts/demo.py``, a benchmark) as module ``name``.
+
+    :param path: the script.
+    :param name: the module name it gets in ``sys.modules``.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Dataclasses look their module up in sys.modules while the module executes.
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 # -- OpenLineage stand-ins (the ``fake_openlineage`` fixture installs them) -----------------------------------

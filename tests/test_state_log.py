@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +27,7 @@ from airflow_provider_seedance.hooks.seedance import SeedanceHook
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
 from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
+from tests._support import load_script
 
 DEMO = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
 RID = "4f2c0d9e8b7a41f6a3c2b1d0e9f8a7b6"
@@ -37,14 +36,7 @@ INPUT = {"prompt": "A lighthouse at dusk", "first_frame_image_url": "https://exa
 
 @pytest.fixture(scope="module")
 def demo() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("seedance_demo_for_state_log", DEMO)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Dataclasses look their module up in sys.modules while the module executes.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(DEMO, "seedance_demo_for_state_log")
 
 
 class SilentConsole:
