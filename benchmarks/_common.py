@@ -11,12 +11,14 @@ import math
 import os
 import platform
 import resource
-import socket
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+# The one free-port helper, for the benchmarks that start servers.
+from airflow_provider_seedance.testing.local_airflow import free_port as free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root."""
@@ -208,13 +210,6 @@ def cpu_seconds() -> float:
     """Return the CPU time (user + system) this process has used so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_result(name: str, text: str, output: str | None) -> Path | None:

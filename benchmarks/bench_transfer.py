@@ -30,7 +30,6 @@ import os
 import platform
 import re
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from airflow_provider_seedance.testing.local_airflow import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "transfer.md"
@@ -231,13 +232,6 @@ def parse_size(text: str) -> int:
     powers = {"": 0, "B": 0, "K": 1, "M": 2, "G": 3, "T": 4}
     base = 1000 if unit.endswith("B") and "I" not in unit and len(unit) == 2 else 1024
     return int(number * base ** powers[unit[:1] if unit else ""])
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, what: str, process: subprocess.Popen[bytes] | None) -> None:

@@ -34,7 +34,6 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -42,6 +41,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 if TYPE_CHECKING:
+    from airflow_provider_seedance._state_log import LoggedState
+    from airflow_provider_seedance.hooks.seedance import SeedanceHook
     from airflow_provider_seedance.testing import SeedanceEmulator
     from airflow_provider_seedance.testing.local_airflow import LocalAirflow, TaskInstanceInfo
 
@@ -51,8 +52,8 @@ STORE_TASK = "store_video"
 DAGS_FOLDER = ROOT / "example_dags"
 DEFAULT_OUTPUT_DIR = ROOT / ".demo"
 DEFAULT_BUCKET = "seedance-demo"
-REAL_BASE_URL = "https://model-api.runcomfy.net"
-MODEL_ID = "bytedance/seedance-v1.5-pro/image-to-video"
+CONNECTION_ENV = "AIRFLOW_CONN_SEEDANCE_DEFAULT"
+"""Where Airflow, and so the demo, finds the ``seedance_default`` connection."""
 
 QUEUE_SECONDS = 3.0
 """Emulated time in the queue: long enough to see the queue position count down."""
@@ -75,6 +76,10 @@ DAG_PARSE_TIMEOUT = 180.0
 
 FOLLOW_POLL_SECONDS = 0.5
 """How often the demo reads task states and new log lines."""
+
+API_TIMEOUT_SECONDS = 10.0
+API_MAX_RETRIES = 1
+"""The demo's own API calls (price, cancel on Ctrl-C) answer the user at once: short timeout, one retry."""
 
 CONFIRM_FLAG = "--yes-i-will-be-billed"
 CONFIRM_ENV = "SEEDANCE_DEMO_CONFIRM_BILLING"
@@ -102,16 +107,17 @@ STATE_MEANING = {
 }
 """How a task state is shown; states missing here (none, scheduled) are not shown."""
 
-REQUEST_STATE_MARKERS = (
-    ("queued at position", "queued"),
-    ("is queued", "queued"),
-    ("is generating", "in progress"),
-    ("succeeded", "succeeded"),
-    ("failed", "failed"),
-    ("was cancelled", "cancelled"),
-    ("did not finish before its deadline", "timed out"),
-)
-"""Phrases of the provider's own log lines that mark a request state change."""
+REQUEST_STATE_LABELS: dict[str, str | None] = {
+    "submitted": None,  # gives the request id; the summary's states start in the queue
+    "queued": "queued",
+    "generating": "in progress",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "timeout": "timed out",
+    "error": "error",
+}
+"""How each request state the provider logs (its ``seedance_state`` field) is shown in the summary."""
 
 
 class DemoError(Exception):
@@ -157,6 +163,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     :param argv: the arguments (without the program name).
     """
+    from airflow_provider_seedance.get_provider_info import DEFAULT_BASE_URL
+
     parser = argparse.ArgumentParser(
         prog="python3 dev.py demo",
         description="Run the flagship example DAG (image + prompt -> Seedance video -> S3) end to end "
@@ -180,7 +188,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     real.add_argument("--bucket", help="S3 bucket for the video (required with --real)")
     real.add_argument(
         "--base-url",
-        help=f"RunComfy API base URL (default {REAL_BASE_URL}; the tests point it at the emulator)",
+        help=f"RunComfy API base URL (default {DEFAULT_BASE_URL}; the tests point it at the emulator)",
     )
     real.add_argument(
         CONFIRM_FLAG,
@@ -214,13 +222,11 @@ class RealSettings:
     Where a real-mode run goes, resolved before anything starts.
 
     :param base_url: the RunComfy API base URL.
-    :param token: the API token.
     :param token_source: where the token came from (for messages; never the token itself).
     :param connection: the ``seedance_default`` connection as JSON, as the Airflow processes get it.
     """
 
     base_url: str
-    token: str = field(repr=False)
     token_source: str
     connection: str = field(repr=False)
 
@@ -229,109 +235,102 @@ def resolve_real_settings(args: argparse.Namespace) -> RealSettings:
     """
     Find the API token (``RUNCOMFY_API_TOKEN``, else ``AIRFLOW_CONN_SEEDANCE_DEFAULT``) and the base URL.
 
+    The connection is read and checked by the hook, as a task would; the one handed to Airflow is also set
+    in this process, so the demo's own API calls (price, cancel) go through the hook over the same one.
+
     :param args: the parsed command line.
     """
+    from airflow_provider_seedance.exceptions import SeedanceConfigurationError
+    from airflow_provider_seedance.hooks.seedance import (
+        DEFAULT_CONN_ID,
+        SeedanceConnectionConfig,
+        SeedanceHook,
+        normalize_base_url,
+    )
+
     token = os.environ.get("RUNCOMFY_API_TOKEN", "").strip()
     source = "RUNCOMFY_API_TOKEN"
     host = ""
     extra: dict[str, Any] = {}
     if not token:
-        raw = os.environ.get("AIRFLOW_CONN_SEEDANCE_DEFAULT", "").strip()
-        if not raw:
+        if not os.environ.get(CONNECTION_ENV, "").strip():
             raise DemoError(
                 "--real needs a RunComfy API token: export RUNCOMFY_API_TOKEN=<token> (or define the "
-                "seedance_default connection in AIRFLOW_CONN_SEEDANCE_DEFAULT)."
+                f"seedance_default connection in {CONNECTION_ENV})."
             )
-        host, token, extra = parse_connection(raw)
-        source = "AIRFLOW_CONN_SEEDANCE_DEFAULT"
-        if not token:
-            raise DemoError(
-                "AIRFLOW_CONN_SEEDANCE_DEFAULT has no password: put the RunComfy API token there."
-            )
-    base_url = (args.base_url or host or REAL_BASE_URL).strip().rstrip("/")
-    if "://" not in base_url:
-        base_url = f"https://{base_url}"
-    connection = json.dumps({"conn_type": "seedance", "host": base_url, "password": token, "extra": extra})
-    return RealSettings(base_url=base_url, token=token, token_source=source, connection=connection)
-
-
-def parse_connection(raw: str) -> tuple[str, str, dict[str, Any]]:
-    """
-    Return ``(host, password, extra)`` of a connection in Airflow's JSON or URI form.
-
-    :param raw: the value of an ``AIRFLOW_CONN_*`` variable.
-    """
-    if raw.startswith("{"):
+        source = CONNECTION_ENV
         try:
-            data = json.loads(raw)
-            extra = data.get("extra") or {}
-            if isinstance(extra, str):
-                extra = json.loads(extra) if extra.strip() else {}
-        except (ValueError, AttributeError):
-            raise DemoError("AIRFLOW_CONN_SEEDANCE_DEFAULT is not a valid JSON connection.") from None
-        return str(data.get("host") or ""), str(data.get("password") or ""), dict(extra)
-    parts = urlsplit(raw)
-    query = dict(parse_qsl(parts.query))
-    host = parts.hostname or ""
-    if host and parts.port:
-        host = f"{host}:{parts.port}"
-    if host and query.get("__scheme"):
-        host = f"{query['__scheme']}://{host}"
-    extra = {k: v for k, v in query.items() if not k.startswith("__")}
-    return host, unquote(parts.password or ""), extra
+            conn = SeedanceHook.get_connection(DEFAULT_CONN_ID)
+            config = SeedanceConnectionConfig.from_connection(conn, DEFAULT_CONN_ID)
+        except SeedanceConfigurationError as exc:
+            raise DemoError(f"{CONNECTION_ENV}: {exc}") from None
+        except Exception as exc:
+            # Airflow's parse errors may quote the value, token included: name the error only.
+            raise DemoError(
+                f"{CONNECTION_ENV} is not a valid connection, in JSON or URI form ({type(exc).__name__})."
+            ) from None
+        token, host = config.token, config.base_url
+        extra = dict(conn.extra_dejson)
+    try:
+        base_url = normalize_base_url(args.base_url or host)
+    except SeedanceConfigurationError as exc:
+        raise DemoError(str(exc)) from None
+    connection = json.dumps({"conn_type": "seedance", "host": base_url, "password": token, "extra": extra})
+    os.environ[CONNECTION_ENV] = connection
+    return RealSettings(base_url=base_url, token_source=source, connection=connection)
 
 
-def estimate_price(settings: RealSettings, duration: int) -> str:
+def api_hook() -> SeedanceHook:
+    """Return a hook on ``seedance_default`` for the demo's own calls (short timeout, one retry)."""
+    from airflow_provider_seedance.hooks.seedance import SeedanceHook
+
+    return SeedanceHook(timeout=API_TIMEOUT_SECONDS, max_retries=API_MAX_RETRIES)
+
+
+def estimate_price(duration: int) -> str:
     """
-    Describe the expected price from the model catalog (a free GET), or say why it is unknown.
+    Describe the expected price with the provider's cost guard rule (a free catalog GET), or say why not.
 
-    :param settings: where the API is.
     :param duration: seconds of video requested.
     """
-    import httpx
+    from airflow_provider_seedance.cost import estimate_cost_usd
+    from airflow_provider_seedance.exceptions import SeedanceError
+    from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
 
+    hook = api_hook()
     try:
-        response = httpx.get(
-            f"{settings.base_url}/v1/models/{MODEL_ID}",
-            headers={"Authorization": f"Bearer {settings.token}"},
-            timeout=10,
-        )
-        info = response.json() if response.status_code == 200 else {}
-    except (httpx.HTTPError, ValueError) as exc:
-        return f"unknown (the model catalog could not be read: {type(exc).__name__})"
-    price = info.get("base_price_usd") if isinstance(info, dict) else None
-    unit = str(info.get("price_unit") or "") if isinstance(info, dict) else ""
-    if isinstance(price, bool) or not isinstance(price, (int, float)):
-        return f"unknown (the model catalog answered HTTP {response.status_code} without a price)"
-    if unit.lower().startswith("sec"):
-        return f"about {price * duration:.2f} USD ({price:g} USD/second x {duration} s, model catalog)"
-    return f"about {price:.2f} USD per {unit or 'output'} (model catalog)"
+        info = hook.get_model(SEEDANCE_1_5_PRO_I2V_MODEL_ID)
+    except SeedanceError as exc:
+        return f"unknown (the model catalog could not be read: {exc})"
+    finally:
+        hook.close()
+    estimate = estimate_cost_usd(info, {"duration": duration}, SEEDANCE_1_5_PRO_I2V_MODEL_ID)
+    if estimate.usd is None:
+        return f"unknown ({estimate.reason})"
+    return f"about {estimate.usd:.2f} USD ({estimate.basis}, model catalog)"
 
 
-def cancel_request(settings: RealSettings, request_id: str) -> str:
+def cancel_request(request_id: str) -> str:
     """
     Ask the API to cancel a request the user abandoned (best effort); say what it means for the bill.
 
     Only a queued request can be cancelled; a running one finishes and is billed.
 
-    :param settings: where the API is.
     :param request_id: the request to cancel.
     """
-    import httpx
+    from airflow_provider_seedance.exceptions import SeedanceError
 
+    hook = api_hook()
     try:
-        response = httpx.post(
-            f"{settings.base_url}/v1/requests/{request_id}/cancel",
-            headers={"Authorization": f"Bearer {settings.token}"},
-            timeout=10,
-        )
-        outcome = response.json().get("outcome") if response.status_code < 300 else None
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        outcome = hook.cancel(request_id)
+    except SeedanceError as exc:
         return f"Could not cancel request {request_id} ({type(exc).__name__}): check it in your RunComfy history."
-    if outcome == "cancelled":
+    finally:
+        hook.close()
+    if outcome.cancelled:
         return f"Cancelled request {request_id}: it was still queued, nothing is billed for it."
     return (
-        f"Request {request_id} could not be cancelled (HTTP {response.status_code}, outcome {outcome!r}): "
+        f"Request {request_id} could not be cancelled (outcome {outcome.outcome!r}): "
         "a request already generating finishes and is billed."
     )
 
@@ -471,19 +470,32 @@ class RunFollower:
             if level in ("error", "critical"):
                 self.console.event(source, f"{level.upper()}: {event.splitlines()[0]}")
             return
-        if "request_id=" in event and self.request_id is None:
-            self.request_id = event.rsplit("request_id=", 1)[1].split()[0].strip(".,;")
-        if event.startswith("Seedance request"):
-            for marker, name in REQUEST_STATE_MARKERS:
-                if marker in event:
-                    label = name
-                    if marker == "queued at position":
-                        label = f"queued (position {event.rsplit('position', 1)[1].strip()})"
-                    if not self.request_states or self.request_states[-1] != label:
-                        self.request_states.append(label)
-                    break
+        self._track(record)
         prefix = "" if level == "info" else f"{level.upper()}: "
         self.console.event(source, prefix + event.splitlines()[0])
+
+    def _track(self, record: Mapping[str, Any]) -> None:
+        from airflow_provider_seedance._state_log import read_state
+
+        logged = read_state(record)
+        if logged is None:
+            return
+        if self.request_id is None:
+            self.request_id = logged.request_id
+        label = request_state_label(logged)
+        if label is not None and (not self.request_states or self.request_states[-1] != label):
+            self.request_states.append(label)
+
+
+def request_state_label(logged: LoggedState) -> str | None:
+    """
+    Return how a logged request state is shown in the summary (``None``: not shown).
+
+    :param logged: the state fields of a provider log record.
+    """
+    if logged.state == "queued" and logged.queue_position is not None:
+        return f"queued (position {logged.queue_position})"
+    return REQUEST_STATE_LABELS.get(logged.state, logged.state)
 
 
 @dataclass
@@ -602,13 +614,15 @@ def run_demo(args: argparse.Namespace, console: Console) -> int:
     :param args: the parsed command line.
     :param console: where to print.
     """
+    from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID as MODEL_ID
+
     real = resolve_real_settings(args) if args.real else None
     bucket = args.bucket or DEFAULT_BUCKET
     if real is not None:
         console.line("Real mode: the real RunComfy API and real S3.")
         console.line(f"  API           {real.base_url} (token from {real.token_source})")
         console.line(f"  generation    {MODEL_ID}, {args.resolution}, {args.duration} s, with audio")
-        console.line(f"  price         {estimate_price(real, args.duration)}")
+        console.line(f"  price         {estimate_price(args.duration)}")
         console.line(f"  destination   s3://{bucket}/seedance/<date>/<request id>-0.mp4")
         if not billing_confirmed(args):
             console.line("")
@@ -634,14 +648,14 @@ def run_demo(args: argparse.Namespace, console: Console) -> int:
                 SeedanceEmulator(token=token, plan=JobPlan(queue_seconds=queue, run_seconds=run))
             )
             s3_endpoint = stack.enter_context(embedded_s3(bucket))
-            env.update(emulated_env(emulator.base_url, token, s3_endpoint))
+            env.update(emulated_env(emulator.connection_json(), s3_endpoint))
             console.line("Seedance demo: the flagship DAG on local stand-ins (nothing is billed).")
             console.line(
                 f"  RunComfy API  emulator at {emulator.base_url} (queue ~{queue:g} s, generation ~{run:g} s)"
             )
             console.line(f"  S3            embedded moto server at {s3_endpoint}, bucket {bucket}")
         else:
-            env["AIRFLOW_CONN_SEEDANCE_DEFAULT"] = real.connection
+            env[CONNECTION_ENV] = real.connection
             if os.environ.get("AIRFLOW_CONN_AWS_DEFAULT"):
                 env["AIRFLOW_CONN_AWS_DEFAULT"] = os.environ["AIRFLOW_CONN_AWS_DEFAULT"]
 
@@ -690,7 +704,7 @@ def run_and_report(
                     request_id = str(airflow.xcom(DAG_ID, run_id, GENERATE_TASK, key="request_id"))
             if request_id:
                 console.line("")
-                console.line(cancel_request(real, request_id))
+                console.line(cancel_request(request_id))
         raise
     tis = {ti.task_id: ti for ti in follower.poll()}
     if state != "success":
@@ -712,18 +726,15 @@ def run_and_report(
     return EXIT_OK
 
 
-def emulated_env(api_url: str, token: str, s3_endpoint: str) -> dict[str, str | None]:
+def emulated_env(connection: str, s3_endpoint: str) -> dict[str, str | None]:
     """
     Return the Airflow processes' environment for an emulated run: connections to the local stand-ins.
 
-    :param api_url: the emulator's base URL.
-    :param token: the token the emulator accepts.
+    :param connection: the ``seedance_default`` connection to the emulator (JSON form).
     :param s3_endpoint: the embedded S3's URL.
     """
     return {
-        "AIRFLOW_CONN_SEEDANCE_DEFAULT": json.dumps(
-            {"conn_type": "seedance", "host": api_url, "password": token}
-        ),
+        CONNECTION_ENV: connection,
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
             {
                 "conn_type": "aws",
@@ -930,15 +941,18 @@ def main(argv: list[str] | None = None) -> int:
 
     :param argv: the arguments (default: ``sys.argv[1:]``).
     """
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    console = Console()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _terminate)
-    # This process imports the package, and so Airflow: give it a scratch home, so that it never writes
-    # ~/airflow nor reads the caller's Airflow configuration.
+    # This process imports the package, and so Airflow (the command line too, for the defaults): give it a
+    # scratch home, so that it never writes ~/airflow nor reads the caller's Airflow configuration.
     scratch = tempfile.mkdtemp(prefix="seedance-demo-client-")
     os.environ["AIRFLOW_HOME"] = scratch
+    # The story is the demo's own lines; its few API calls (price, cancel) log only what goes wrong. The
+    # Airflow processes it starts get none of this process's AIRFLOW_* variables.
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+    console = Console()
     try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _terminate)
         from airflow_provider_seedance.testing.local_airflow import LocalAirflowError
 
         try:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
-from collections.abc import Iterator
+import types
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests._support import TEST_TOKEN, conn_json
+from tests._support import (
+    TEST_TOKEN,
+    FakeDataset,
+    FakeExternalQueryRunFacet,
+    FakeOperatorLineage,
+    conn_json,
+)
 
 # Airflow reads its configuration at import time, so the isolated home must exist before any test
 # module imports airflow.
@@ -27,8 +34,15 @@ os.environ["AWS_ACCESS_KEY_ID"] = "testing"
 os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 
+# The log capture of the operator tests, for the feature modules that drive operators too (it imports
+# Airflow, so it comes after the isolated home).
+from tests.operators._dag_support import logs  # noqa: E402, F401
+
 if TYPE_CHECKING:
-    from airflow_provider_seedance.testing import SeedanceEmulator
+    from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
+
+# The emulator fixtures users get (seedance_emulator, seedance_emulator_conn), used here as they use them.
+pytest_plugins = ["airflow_provider_seedance.testing.pytest_plugin"]
 
 
 @pytest.fixture(scope="session")
@@ -41,12 +55,23 @@ def airflow_db() -> Path:
 
 
 @pytest.fixture
-def emulator() -> Iterator[SeedanceEmulator]:
-    """Start the API emulator on a free 127.0.0.1 port with fast timelines; stop it afterwards."""
-    from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
+def seedance_emulator_token() -> str:
+    """The suite's distinctive token (leak checks search for it), instead of the plugin's default."""
+    return TEST_TOKEN
 
-    with SeedanceEmulator(token=TEST_TOKEN, plan=JobPlan(queue_seconds=0.2, run_seconds=0.3)) as emu:
-        yield emu
+
+@pytest.fixture
+def seedance_emulator_plan() -> JobPlan:
+    """Fast timelines: a request queues 0.2 s, then generates 0.3 s."""
+    from airflow_provider_seedance.testing import JobPlan
+
+    return JobPlan(queue_seconds=0.2, run_seconds=0.3)
+
+
+@pytest.fixture
+def emulator(seedance_emulator: SeedanceEmulator) -> SeedanceEmulator:
+    """The plugin's emulator (one per test, stopped afterwards); test packages may share one instead."""
+    return seedance_emulator
 
 
 @pytest.fixture
@@ -54,3 +79,18 @@ def seedance_conn(emulator: SeedanceEmulator, monkeypatch: pytest.MonkeyPatch) -
     """Point ``seedance_default`` at the emulator through ``AIRFLOW_CONN_SEEDANCE_DEFAULT`` (JSON form)."""
     monkeypatch.setenv("AIRFLOW_CONN_SEEDANCE_DEFAULT", conn_json(emulator))
     return "seedance_default"
+
+
+@pytest.fixture
+def fake_openlineage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-ins for the OpenLineage provider and client classes (neither is installed in the test venv)."""
+    import airflow.providers.common.compat.openlineage.facet as facet
+
+    extractors = types.ModuleType("airflow.providers.openlineage.extractors")
+    extractors.OperatorLineage = FakeOperatorLineage  # type: ignore[attr-defined]
+    package = types.ModuleType("airflow.providers.openlineage")
+    package.extractors = extractors  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "airflow.providers.openlineage", package)
+    monkeypatch.setitem(sys.modules, "airflow.providers.openlineage.extractors", extractors)
+    monkeypatch.setattr(facet, "Dataset", FakeDataset)
+    monkeypatch.setattr(facet, "ExternalQueryRunFacet", FakeExternalQueryRunFacet)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given
@@ -29,12 +29,18 @@ from airflow_provider_seedance.catalog import (
     input_model_for,
     validate_request_body,
 )
-from airflow_provider_seedance.exceptions import SeedanceInputError
+from airflow_provider_seedance.exceptions import SeedanceCostLimitError, SeedanceInputError
 from airflow_provider_seedance.models import (
     SEEDANCE_1_5_PRO_I2V_MODEL_ID,
     SeedanceImageToVideoInput,
     SeedanceInputModel,
 )
+from airflow_provider_seedance.operators.seedance import SeedanceSubmitOperator, SeedanceV2ProOperator
+from tests._generation import STUCK
+from tests.operators._dag_support import IMAGE, FakeTaskStateStore, make_context
+
+if TYPE_CHECKING:
+    from airflow_provider_seedance.testing import SeedanceEmulator
 
 IMG = "https://cdn.example.com/frames/first.png"
 IMG2 = "https://cdn.example.com/frames/second.jpg"
@@ -393,3 +399,81 @@ def test_any_valid_2_5_duration_round_trips(duration: int, as_text: bool) -> Non
     ).to_request_body()
     assert body["duration"] == duration
     assert duration_seconds(SEEDANCE_2_5_I2V_MODEL_IDS["720p"], body) == float(duration)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Catalog validation in the operators, and the Seedance 2.0 Pro preset
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_submit_operator_validates_with_the_catalog_when_asked(
+    emulator: SeedanceEmulator, seedance_conn: str
+) -> None:
+    bad = {"prompt": "A fox", "ratio": "16:9"}
+    op = SeedanceSubmitOperator(
+        task_id="generate", model_id=SEEDANCE_2_PRO_MODEL_ID, input=bad, validate_input=True
+    )
+    with pytest.raises(SeedanceInputError, match="ratio: unknown field"):
+        op.execute(make_context(store=FakeTaskStateStore()))
+    assert emulator.state.requests() == []
+
+    emulator.set_plan(STUCK)
+    op = SeedanceSubmitOperator(
+        task_id="generate",
+        model_id=SEEDANCE_2_PRO_MODEL_ID,
+        input={"prompt": "A fox", "duration": "8"},
+        validate_input=True,
+        wait_for_completion=False,
+    )
+    op.execute(make_context(store=FakeTaskStateStore()))
+    assert emulator.state.requests("submit")[-1].body == {"prompt": "A fox", "duration": 8}
+
+
+def test_submit_operator_sends_an_unknown_model_input_as_written(
+    emulator: SeedanceEmulator, seedance_conn: str
+) -> None:
+    emulator.state.register_model("someone/else/model", base_price_usd=0.5, price_unit="output")
+    emulator.set_plan(STUCK)
+    op = SeedanceSubmitOperator(
+        task_id="generate",
+        model_id="someone/else/model",
+        input={"anything": [1, 2]},
+        validate_input=True,
+        wait_for_completion=False,
+        max_cost_usd=0.5,
+    )
+    assert op.execute(make_context(store=FakeTaskStateStore()))["status"] == "submitted"
+    assert emulator.state.requests("submit")[-1].body == {"anything": [1, 2]}
+
+
+def test_v2_pro_template_fields_cover_every_input() -> None:
+    assert set(SeedanceV2ProOperator.template_fields) == {
+        "model_id",
+        "seedance_conn_id",
+        *Seedance2ProInput.model_fields,
+    }
+
+
+def test_v2_pro_sends_only_the_fields_set(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+    emulator.set_plan(STUCK)
+    op = SeedanceV2ProOperator(
+        task_id="generate",
+        prompt="A fox runs",
+        image_url=IMAGE,
+        duration="8",
+        wait_for_completion=False,
+        max_cost_usd=1.0,  # 0.12 USD/s x 8 s = 0.96
+    )
+    op.execute(make_context(store=FakeTaskStateStore()))
+    [submit] = emulator.state.requests("submit")
+    assert submit.model_id == SEEDANCE_2_PRO_MODEL_ID
+    assert submit.body == {"prompt": "A fox runs", "image_url": [IMAGE], "duration": 8}
+
+
+def test_v2_pro_rejects_bad_input_and_over_budget(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+    with pytest.raises(SeedanceInputError, match="duration"):
+        SeedanceV2ProOperator(task_id="g", prompt="x", duration=20).execute(make_context())
+    op = SeedanceV2ProOperator(task_id="g", prompt="x", duration=15, max_cost_usd=1.5)
+    with pytest.raises(SeedanceCostLimitError, match=r"1\.8 USD"):
+        op.execute(make_context(store=FakeTaskStateStore()))
+    assert emulator.state.count("submit") == 0

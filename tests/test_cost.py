@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_seedance.catalog import (
     SEEDANCE_1_LITE_I2V_MODEL_ID,
@@ -29,8 +30,18 @@ from airflow_provider_seedance.models import (
     ModelInfo,
     SeedanceImageToVideoInput,
 )
-from airflow_provider_seedance.testing import Fault
+from airflow_provider_seedance.operators._request_store import STATE_KEY, input_fingerprint
+from airflow_provider_seedance.operators.seedance import SeedanceSubmitOperator
+from airflow_provider_seedance.testing import Fault, JobPlan
+from tests._generation import BODY, ESTIMATE_5S, STUCK, billed_cost, i2v
 from tests._support import TEST_TOKEN
+from tests.operators._dag_support import (
+    MODEL,
+    CapturedLogs,
+    FakeTaskInstance,
+    FakeTaskStateStore,
+    make_context,
+)
 
 try:
     from airflow.sdk.exceptions import AirflowFailException
@@ -321,3 +332,84 @@ def test_estimate_matches_the_billed_cost(hook: SeedanceHook, emulator: Seedance
         time.sleep(0.1)
     result = hook.get_result(request_id, include_cost=True)
     assert result.cost == estimate.usd == 0.48
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The generation operators' cost guard and billed cost
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_defaults_and_bad_on_unknown_cost() -> None:
+    op = i2v()
+    assert (op.max_cost_usd, op.on_unknown_cost, op.check_image) == (None, "allow", False)
+    assert SeedanceSubmitOperator(task_id="t", model_id=MODEL, input={}).validate_input is False
+    with pytest.raises(SeedanceConfigurationError, match="on_unknown_cost"):
+        i2v(on_unknown_cost="maybe")
+
+
+def test_over_budget_fails_before_any_submit(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+    op = i2v(max_cost_usd=0.25)
+    with pytest.raises(SeedanceCostLimitError, match=r"0\.3 USD.*max_cost_usd=0\.25"):
+        op.execute(make_context(store=FakeTaskStateStore()))
+    assert emulator.state.count("submit") == 0
+    assert emulator.state.count("model") == 1
+
+
+def test_under_budget_submits_once_and_returns_the_billed_cost(
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs
+) -> None:
+    result = i2v(max_cost_usd=ESTIMATE_5S).execute(make_context(store=FakeTaskStateStore()))
+    assert emulator.state.count("submit") == 1
+    assert result["status"] == "succeeded"
+    assert result["cost"] == billed_cost(result["request_id"]) == pytest.approx(ESTIMATE_5S)
+    assert logs.lines(f"Seedance request {result['request_id']} cost {result['cost']} USD")
+
+
+def test_the_billed_cost_is_returned_without_a_budget(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+    emulator.set_plan(JobPlan(queue_seconds=0, run_seconds=0, cost_usd=0.42))
+    result = i2v().execute(make_context(store=FakeTaskStateStore()))
+    assert result["cost"] == billed_cost(result["request_id"]) == 0.42
+    assert emulator.state.count("model") == 0  # no budget: no catalog call
+
+
+@pytest.mark.parametrize("on_unknown", ["allow", "fail"])
+def test_pricing_endpoint_absent(
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs, on_unknown: str
+) -> None:
+    emulator.state.pricing_enabled = False
+    op = i2v(max_cost_usd=0.01, on_unknown_cost=on_unknown)
+    if on_unknown == "fail":
+        with pytest.raises(SeedanceCostLimitError, match="on_unknown='fail'"):
+            op.execute(make_context(store=FakeTaskStateStore()))
+        assert emulator.state.count("submit") == 0
+    else:
+        result = op.execute(make_context(store=FakeTaskStateStore()))
+        assert result["status"] == "succeeded"
+        assert emulator.state.count("submit") == 1
+        assert "NOT enforced" in logs.text()
+
+
+def test_reattach_does_not_price_or_submit_again(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+    emulator.set_plan(STUCK)
+    hook = SeedanceHook()
+    try:
+        request_id = hook.submit(MODEL, BODY.to_request_body()).request_id
+    finally:
+        hook.close()
+    body = BODY.to_request_body()
+    store = FakeTaskStateStore(
+        values={
+            STATE_KEY: {
+                "request_id": request_id,
+                "model_id": MODEL,
+                "input_sha256": input_fingerprint(MODEL, body),
+            }
+        }
+    )
+    # A budget the request would now fail, and an image check that would fail: neither runs on a re-attach.
+    op = i2v(max_cost_usd=0.01, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(make_context(FakeTaskInstance(try_number=2), store))
+    assert deferred.value.trigger.request_id == request_id
+    assert emulator.state.count("model") == 0
+    assert emulator.state.count("submit") == 1

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -34,13 +34,18 @@ from airflow_provider_seedance.image_checks import (
     ImageCheckResult,
     check_first_frame_image,
 )
+from tests._generation import i2v, png_data_uri
 from tests._support import free_port
 from tests.network_guard import no_link_local_traffic, resolve_names
+from tests.operators._dag_support import FakeTaskStateStore, make_context
 
 __all__ = ["no_link_local_traffic"]
 
 PIL = pytest.importorskip("PIL", reason="the image checks need Pillow (the 'images' extra)")
 from PIL import Image  # noqa: E402
+
+if TYPE_CHECKING:
+    from airflow_provider_seedance.testing import SeedanceEmulator
 
 FIELD = "first_frame_image_url"
 
@@ -636,3 +641,32 @@ def test_importing_the_modules_does_not_import_pillow_or_connect(monkeypatch: py
 )
 def test_sources_are_shown_without_secrets(url: str, shown: str) -> None:
     assert image_checks.describe_source(url) == shown
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The operators' opt-in check_image, before pricing or submitting
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_check_image_rejects_a_small_image_before_pricing_or_submitting(
+    emulator: SeedanceEmulator, seedance_conn: str
+) -> None:
+    op = i2v(first_frame_image_url=png_data_uri(100, 100), check_image=True, max_cost_usd=10)
+    with pytest.raises(SeedanceInputError, match=r"first_frame_image_url: image width .*got 100 px"):
+        op.execute(make_context(store=FakeTaskStateStore()))
+    assert emulator.state.requests() == []
+
+
+def test_check_image_passes_a_good_image(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+    op = i2v(first_frame_image_url=png_data_uri(640, 360), check_image=True, max_cost_usd=10)
+    result = op.execute(make_context(store=FakeTaskStateStore()))
+    assert result["status"] == "succeeded"
+    assert emulator.state.count("submit") == 1
+    assert emulator.state.count("model") == 1
+
+
+def test_check_image_is_off_by_default(emulator: SeedanceEmulator, seedance_conn: str) -> None:
+    result = i2v(first_frame_image_url=png_data_uri(100, 100)).execute(
+        make_context(store=FakeTaskStateStore())
+    )
+    assert result["status"] == "succeeded"

@@ -19,6 +19,7 @@ from airflow.sdk import BaseHook
 from pydantic import BaseModel, ValidationError
 
 from airflow_provider_seedance import __version__
+from airflow_provider_seedance._state_log import log_state
 from airflow_provider_seedance.exceptions import (
     SeedanceAPIError,
     SeedanceAuthenticationError,
@@ -808,7 +809,14 @@ class SeedanceHook(BaseHook):
         if failure is not None:
             raise failure  # raised outside `except`: h11's text (may quote a header) is not chained
         submitted = parse_submission(response, model_id=model_id)
-        self.log.info("Submitted a %s generation: request_id=%s", model_id, submitted.request_id)
+        log_state(
+            self.log,
+            "submitted",
+            submitted.request_id,
+            "Submitted a %s generation: request_id=%s",
+            model_id,
+            submitted.request_id,
+        )
         return submitted
 
     def get_status(self, request_id: str) -> StatusResponse:
@@ -925,7 +933,14 @@ class SeedanceHook(BaseHook):
         if failure is not None:
             raise failure  # raised outside `except`: h11's text (may quote a header) is not chained
         submitted = parse_submission(response, model_id=model_id)
-        self.log.info("Submitted a %s generation: request_id=%s", model_id, submitted.request_id)
+        log_state(
+            self.log,
+            "submitted",
+            submitted.request_id,
+            "Submitted a %s generation: request_id=%s",
+            model_id,
+            submitted.request_id,
+        )
         return submitted
 
     async def aget_status(self, request_id: str) -> StatusResponse:

@@ -15,6 +15,7 @@ One place per policy:
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from configparser import ConfigParser
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from airflow_provider_seedance._state_log import log_state
 from airflow_provider_seedance.exceptions import (
     SeedanceError,
     SeedanceNotFoundError,
@@ -150,11 +152,19 @@ class RequestTracker:
         rid = self.request_id
         if state is RequestStatus.IN_QUEUE:
             if status.queue_position is None:
-                self.log.info("Seedance request %s is queued", rid)
+                log_state(self.log, "queued", rid, "Seedance request %s is queued", rid)
             else:
-                self.log.info("Seedance request %s is queued at position %d", rid, status.queue_position)
+                log_state(
+                    self.log,
+                    "queued",
+                    rid,
+                    "Seedance request %s is queued at position %d",
+                    rid,
+                    status.queue_position,
+                    queue_position=status.queue_position,
+                )
         elif state is RequestStatus.IN_PROGRESS:
-            self.log.info("Seedance request %s is generating", rid)
+            log_state(self.log, "generating", rid, "Seedance request %s is generating", rid)
         elif state is RequestStatus.UNKNOWN:
             # Never taken as success: /result has the final word.
             self.log.warning(
@@ -423,9 +433,9 @@ def finish_event(
             )
         result = build_generation_result(request_id=rid, model_id=model_id, result=event.result)
         if result["video_url"] is None:
-            log.warning("%s", event.message)
+            log_state(log, "succeeded", rid, "%s", event.message, level=logging.WARNING)
         else:
-            log.info("Seedance request %s succeeded: %s", rid, result["video_url"])
+            log_state(log, "succeeded", rid, "Seedance request %s succeeded: %s", rid, result["video_url"])
         return result
     if event.status == "timeout":
         parts = [event.message]

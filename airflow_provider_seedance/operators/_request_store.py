@@ -177,6 +177,9 @@ def variable_key(dag_id: str, task_id: str, run_id: str, map_index: int | None) 
     """
     Return the Variable key of one task instance's record, e.g. ``seedance_request.my_dag.generate.<run_id>.-1``.
 
+    Keys over Airflow's length limit, and keys of DAG or task ids holding a dot, end in a hash of the four
+    parts instead, so no two task instances share one.
+
     :param dag_id: the DAG id.
     :param task_id: the task id.
     :param run_id: the DAG run id.
@@ -184,7 +187,9 @@ def variable_key(dag_id: str, task_id: str, run_id: str, map_index: int | None) 
     """
     index = -1 if map_index is None else map_index
     key = f"{VARIABLE_PREFIX}.{dag_id}.{task_id}.{run_id}.{index}"
-    if len(key) <= VARIABLE_KEY_MAX_LENGTH:
+    # A dot in the DAG or task id (task groups: "group.task") would let two task instances share a key,
+    # ("a.b", "c") and ("a", "b.c"), and so one another's record: those keys take the hashed form too.
+    if len(key) <= VARIABLE_KEY_MAX_LENGTH and "." not in dag_id and "." not in task_id:
         return key
     digest = hashlib.sha256(f"{dag_id}\0{task_id}\0{run_id}\0{index}".encode()).hexdigest()
     return f"{VARIABLE_PREFIX}.{dag_id[:100]}.{task_id[:80]}.{digest[:40]}"

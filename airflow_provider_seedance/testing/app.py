@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import http
-import ipaddress
 import json
 import logging
 import re
@@ -32,6 +31,7 @@ from airflow_provider_seedance.models import (
     SeedanceImageToVideoInput,
     input_error_from_validation,
 )
+from airflow_provider_seedance.testing._net import is_loopback
 from airflow_provider_seedance.testing.media import (
     MAX_GENERATED_SIZE,
     MIN_GENERATED_SIZE,
@@ -497,17 +497,6 @@ def _settings(state: EmulatorState) -> dict[str, Any]:
     }
 
 
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 # ---------------------------------------------------------------------------------------------------------
 # API payloads
 # ---------------------------------------------------------------------------------------------------------
@@ -828,7 +817,7 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
 
 def _control_router(state: EmulatorState) -> APIRouter:
     def loopback_only(request: Request) -> None:
-        if not _is_loopback(request.client.host if request.client else None):
+        if not is_loopback(request.client.host if request.client else None):
             raise ApiError(403, ERROR_PERMISSION_DENIED, "The control endpoints answer loopback clients only")
 
     router = APIRouter(prefix=CONTROL_PREFIX, dependencies=[Depends(loopback_only)], tags=["control"])

@@ -8,7 +8,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
@@ -19,6 +18,8 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+
+from airflow_provider_seedance.testing._net import is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -33,15 +34,6 @@ CLI_RUN_SECONDS = 8.0
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _WAKE_SECONDS = 0.5
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _non_negative(text: str) -> float:
@@ -118,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.allow_remote and not _is_loopback(args.host):
+    if not args.allow_remote and not is_loopback(args.host):
         parser.error(
             f"--host {args.host} is not a loopback address; pass --allow-remote to listen on it anyway"
         )

@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -49,6 +48,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
+
+from airflow_provider_seedance.testing._net import free_port
 
 if TYPE_CHECKING:
     import httpx
@@ -178,17 +179,6 @@ class _Component:
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
     killed: bool = False
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """
-    Return a TCP port that is free on ``host`` right now (bind to port 0 and let the OS choose).
-
-    :param host: the interface the port will be bound on.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def cache_dir() -> Path | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_seedance._state_log import log_state
 from airflow_provider_seedance.exceptions import SeedanceConfigurationError, SeedanceError
 from airflow_provider_seedance.hooks.seedance import DEFAULT_CONN_ID, SeedanceHook, check_request_id
 from airflow_provider_seedance.models import SeedanceTriggerEvent
@@ -97,7 +98,7 @@ class SeedanceRequestTrigger(BaseTrigger):
                 message=f"Waiting for Seedance request {self.request_id} failed unexpectedly: "
                 f"{type(exc).__name__}: {exc}",
             )
-        self.log.info("%s", outcome.message)
+        log_state(self.log, outcome.status, outcome.request_id, "%s", outcome.message)
         yield TriggerEvent(outcome.model_dump(mode="json"))
 
     async def on_kill(self) -> None:

@@ -7,7 +7,7 @@ stand-ins: the API emulator as the RunComfy host (``--base-url``) and a moto ser
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import os
 import re
 import shlex
@@ -22,8 +22,8 @@ import psutil
 import pytest
 
 from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
-from airflow_provider_seedance.testing.local_airflow import default_pycache_dir, free_port
-from tests._support import TEST_TOKEN
+from airflow_provider_seedance.testing.local_airflow import default_pycache_dir
+from tests._support import TEST_TOKEN, load_script
 
 pytestmark = pytest.mark.system
 
@@ -92,36 +92,14 @@ def stand_in_api() -> Iterator[SeedanceEmulator]:
 
 @pytest.fixture
 def stand_in_s3() -> Iterator[str]:
-    """A moto S3 server with :data:`REAL_BUCKET`, standing in for AWS; yields its endpoint URL."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        ).create_bucket(Bucket=REAL_BUCKET)
+    """A moto S3 server with :data:`REAL_BUCKET`, standing in for AWS (the demo's own); yields its URL."""
+    with _load_demo_module().embedded_s3(REAL_BUCKET) as endpoint:
         yield endpoint
-    finally:
-        server.stop()
 
 
+@functools.cache
 def _load_demo_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("seedance_demo_script", DEMO)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Dataclasses look their module up in sys.modules while the module executes.
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(DEMO, "seedance_demo_script")
 
 
 def test_every_demo_command_in_the_docs_is_accepted() -> None:

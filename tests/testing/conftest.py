@@ -9,10 +9,8 @@ import pytest
 
 from airflow_provider_seedance.testing import EmulatorState, SeedanceEmulator
 
-# The user-facing fixtures, registered here exactly as a user's conftest would get them.
+# The plugin's own token and plan, as a user gets them (tests/conftest.py sets the suite's for the others).
 from airflow_provider_seedance.testing.pytest_plugin import (  # noqa: F401
-    seedance_emulator,
-    seedance_emulator_conn,
     seedance_emulator_plan,
     seedance_emulator_token,
 )

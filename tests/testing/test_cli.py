@@ -17,17 +17,10 @@ import pytest
 
 import airflow_provider_seedance.testing as testing_package
 from airflow_provider_seedance.testing import cli
+from airflow_provider_seedance.testing.local_airflow import free_port
 from tests.testing._helpers import I2V, I2V_INPUT
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("seedance-emulator")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def exported_connection(banner: str) -> dict[str, str]:

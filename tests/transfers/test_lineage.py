@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import sys
 import time
 import types
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID, Resu
 from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
 from airflow_provider_seedance.transfers._base import request_info, uri_dataset
 from airflow_provider_seedance.transfers.seedance_to_s3 import SeedanceToS3Operator
+from tests._support import FakeDataset, FakeOperatorLineage
 from tests.transfers._support import BUCKET
 
 EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
@@ -159,34 +159,6 @@ def test_asset_extra_is_templated() -> None:
 
 
 # -- OpenLineage -------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FakeDataset:
-    namespace: str
-    name: str
-
-
-@dataclass
-class FakeOperatorLineage:
-    inputs: list[Any] = field(default_factory=list)
-    outputs: list[Any] = field(default_factory=list)
-    run_facets: dict[str, Any] = field(default_factory=dict)
-    job_facets: dict[str, Any] = field(default_factory=dict)
-
-
-@pytest.fixture
-def fake_openlineage(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stand-ins for the OpenLineage provider and client classes (neither is installed in the test venv)."""
-    import airflow.providers.common.compat.openlineage.facet as facet
-
-    extractors = types.ModuleType("airflow.providers.openlineage.extractors")
-    extractors.OperatorLineage = FakeOperatorLineage  # type: ignore[attr-defined]
-    package = types.ModuleType("airflow.providers.openlineage")
-    package.extractors = extractors  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "airflow.providers.openlineage", package)
-    monkeypatch.setitem(sys.modules, "airflow.providers.openlineage.extractors", extractors)
-    monkeypatch.setattr(facet, "Dataset", FakeDataset)
 
 
 def test_lineage_is_skipped_without_the_openlineage_provider(
