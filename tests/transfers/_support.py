@@ -27,6 +27,9 @@ class Route:
     :param content_length: send ``Content-Length`` (else close-delimited body).
     :param content_type: the ``Content-Type`` header, or ``None`` for none.
     :param headers: extra response headers.
+    :param bad_content_range: answer ranges with a ``Content-Range`` one byte off.
+    :param range_cap: answer a range with at most this many bytes (a server capping its 206 answers).
+    :param claims_ranges: with ``ranges=False``, still send ``Accept-Ranges: bytes`` (then answer 200).
     """
 
     body: bytes
@@ -37,6 +40,8 @@ class Route:
     content_type: str | None = "video/mp4"
     headers: dict[str, str] = field(default_factory=dict)
     bad_content_range: bool = False
+    range_cap: int | None = None
+    claims_ranges: bool = False
 
 
 @dataclass
@@ -103,19 +108,24 @@ class FileServer:
                 handler.send_header("Retry-After", "0")
             handler.end_headers()
             return
-        start = 0
+        start, end = 0, len(route.body)
         wanted = headers.get("range", "")
         if wanted and route.ranges:
-            start = int(wanted.split("=", 1)[1].split("-", 1)[0])
+            first_text, _, last_text = wanted.split("=", 1)[1].partition("-")
+            start = int(first_text)
+            if last_text:
+                end = min(end, int(last_text) + 1)
+            if route.range_cap is not None:
+                end = min(end, start + route.range_cap)
             seen.status = 206
             handler.send_response(206)
             first = start + 1 if route.bad_content_range else start
-            handler.send_header("Content-Range", f"bytes {first}-{len(route.body) - 1}/{len(route.body)}")
+            handler.send_header("Content-Range", f"bytes {first}-{end - 1}/{len(route.body)}")
         else:
             seen.status = 200
             handler.send_response(200)
-            handler.send_header("Accept-Ranges", "bytes" if route.ranges else "none")
-        body = memoryview(route.body)[start:]  # no copy: memory tests trace this process
+            handler.send_header("Accept-Ranges", "bytes" if route.ranges or route.claims_ranges else "none")
+        body = memoryview(route.body)[start:end]  # no copy: memory tests trace this process
         if route.content_length:
             handler.send_header("Content-Length", str(len(body)))
         else:
