@@ -52,7 +52,7 @@ from airflow_provider_seedance.transfers._streaming import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DOWNLOAD_CONNECTIONS = 4
+DEFAULT_DOWNLOAD_CONNECTIONS = 3
 """Connections fetching parts of one file at once when the source honours ``Range`` (1: one stream)."""
 
 

@@ -144,7 +144,7 @@ class SeedanceToS3Operator(SeedanceTransferBaseOperator):
 
     Memory stays at a few parts whatever the video size: ``(1 + upload_concurrency) * part_size`` for one
     stream (40 MiB by default), ``(download_connections + upload_concurrency) * part_size`` for a parallel
-    ranged download (64 MiB by default). Downloads never carry the API token and resume with HTTP ranges
+    ranged download (56 MiB by default). Downloads never carry the API token and resume with HTTP ranges
     after a dropped connection. Each object gets ``ContentType`` from the download (else ``video/mp4``) and
     metadata ``source-url`` (plus ``seedance-request-id``), and ``sha256`` when the file fits in one part
     (or with ``sha256_metadata=True``); the SHA-256 of every file is in XCom ``objects``, the Asset events,

@@ -329,7 +329,8 @@ def test_large_file_is_one_multipart_upload_to_the_final_key(
         )
     )
     names = [name for name, _ in s3_calls.calls]
-    assert "CopyObject" not in names and "UploadPartCopy" not in names
+    assert "CopyObject" not in names
+    assert "UploadPartCopy" not in names
     # Every call names the final key: nothing was staged anywhere else.
     assert {params["Key"] for _, params in s3_calls.calls if "Key" in params} == {"v/big.mp4"}
     [create] = s3_calls.named("CreateMultipartUpload")
@@ -340,7 +341,8 @@ def test_large_file_is_one_multipart_upload_to_the_final_key(
     assert sorted(p["PartNumber"] for p in parts) == [1, 2, 3]
     assert {p["ChecksumAlgorithm"] for p in parts} == {"CRC32"}
     assert len(s3_calls.named("CompleteMultipartUpload")) == 1
-    assert "PutObject" not in names and "DeleteObject" not in names
+    assert "PutObject" not in names
+    assert "DeleteObject" not in names
     body, answer = read(s3, "v/big.mp4")
     assert body == LARGE
     assert "sha256" not in answer["Metadata"]
