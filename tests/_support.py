@@ -23,6 +23,7 @@ __all__ = [
     "FakeDataset",
     "FakeExternalQueryRunFacet",
     "FakeOperatorLineage",
+    "FakeVersionFacet",
     "conn_json",
     "free_port",
     "load_script",
@@ -60,6 +61,14 @@ class FakeDataset:
 
     namespace: str
     name: str
+    facets: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FakeVersionFacet:
+    """Stands in for OpenLineage's ``DatasetVersionDatasetFacet``."""
+
+    datasetVersion: str
 
 
 @dataclass

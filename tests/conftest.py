@@ -16,6 +16,7 @@ from tests._support import (
     FakeDataset,
     FakeExternalQueryRunFacet,
     FakeOperatorLineage,
+    FakeVersionFacet,
     conn_json,
 )
 
@@ -94,3 +95,6 @@ def fake_openlineage(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "airflow.providers.openlineage.extractors", extractors)
     monkeypatch.setattr(facet, "Dataset", FakeDataset)
     monkeypatch.setattr(facet, "ExternalQueryRunFacet", FakeExternalQueryRunFacet)
+    version = types.ModuleType("openlineage.client.generated.dataset_version_dataset")
+    version.DatasetVersionDatasetFacet = FakeVersionFacet  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "openlineage.client.generated.dataset_version_dataset", version)

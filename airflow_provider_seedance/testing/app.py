@@ -134,6 +134,7 @@ class StreamedResponse(Response):
     :param cut_after: close the connection after this many body bytes (``None``: send everything).
     :param closing: set when the emulator is stopping.
     :param media_type: the ``Content-Type``.
+    :param rate_limit: bytes per second to send the body at (``None``: as fast as the client reads).
     """
 
     def __init__(
@@ -145,6 +146,7 @@ class StreamedResponse(Response):
         cut_after: int | None,
         closing: threading.Event,
         media_type: str,
+        rate_limit: int | None = None,
     ) -> None:
         super().__init__(status_code=status_code, headers=dict(headers), media_type=media_type)
         if not any(name.lower() == "content-length" for name in headers):
@@ -153,6 +155,7 @@ class StreamedResponse(Response):
         self._chunks = chunks
         self._cut_after = cut_after
         self._closing = closing
+        self._rate_limit = rate_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """
@@ -168,6 +171,8 @@ class StreamedResponse(Response):
             return
         gone = asyncio.ensure_future(_wait_for_disconnect(receive))
         sent = 0
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             for chunk in self._chunks:
                 if gone.done():
@@ -186,7 +191,9 @@ class StreamedResponse(Response):
                 sent += len(chunk)
                 # Yield to the loop: a send to a departed client returns at once, so without this a large
                 # body would be generated to nowhere while every other client (and the watcher) waits.
-                await asyncio.sleep(0)
+                # With a rate limit, wait until this connection is back on its schedule.
+                ahead = sent / self._rate_limit - (loop.time() - started) if self._rate_limit else 0.0
+                await asyncio.sleep(max(0.0, ahead))
             if self._cut_after is not None:
                 raise ConnectionCutError("connection cut before the end of the response (planned fault)")
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -468,12 +475,14 @@ class Settings(BaseModel):
     :param pricing_enabled: ``False`` makes ``GET /v1/models/{id}`` answer 404 for every model.
     :param ranges_enabled: ``False`` makes downloads ignore ``Range`` and always answer 200.
     :param time_scale: multiply the planned durations of new jobs by this.
+    :param download_rate_limit: bytes per second each download connection is served at; 0 removes the limit.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     pricing_enabled: bool | None = None
     ranges_enabled: bool | None = None
+    download_rate_limit: int | None = Field(None, ge=0)
     time_scale: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
@@ -494,6 +503,7 @@ def _settings(state: EmulatorState) -> dict[str, Any]:
         "pricing_enabled": state.pricing_enabled,
         "ranges_enabled": state.ranges_enabled,
         "time_scale": state.time_scale,
+        "download_rate_limit": state.download_rate_limit,
     }
 
 
@@ -770,6 +780,7 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
             cut_after=_cut_point(call.fault, end - start),
             closing=closing,
             media_type="video/mp4",
+            rate_limit=state.download_rate_limit,
         )
 
     async def generated_file(request: Request) -> Response:
@@ -925,6 +936,8 @@ def _control_router(state: EmulatorState) -> APIRouter:
             state.ranges_enabled = settings.ranges_enabled
         if settings.time_scale is not None:
             state.time_scale = settings.time_scale
+        if settings.download_rate_limit is not None:
+            state.download_rate_limit = settings.download_rate_limit or None
         return _settings(state)
 
     @router.post("/tokens", status_code=201)

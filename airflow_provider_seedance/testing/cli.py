@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -50,6 +51,19 @@ def _probability(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(|K|M|G|KB|MB|GB|KiB|MiB|GiB)\s*", text, re.IGNORECASE)
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of bytes per second (e.g. 25MB), got {text}"
+        )
+    unit = match.group(2).lower()
+    scale = {"": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9}.get(unit)
+    if scale is None:
+        scale = {"kib": 1024, "mib": 1024**2, "gib": 1024**3}[unit]
+    return max(1, int(float(match.group(1)) * scale))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``seedance-emulator``."""
     parser = argparse.ArgumentParser(
@@ -87,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="serve generated videos of exactly this size instead of the bundled 2 s sample MP4",
+    )
+    parser.add_argument(
+        "--download-rate-limit",
+        type=_rate,
+        default=None,
+        metavar="BYTES_PER_SECOND",
+        help="serve each download connection at most this fast, like a CDN limiting every connection "
+        "(e.g. 25MB = 25,000,000 bytes/s, 3MiB; default: unlimited)",
     )
     parser.add_argument(
         "--seed", type=int, default=None, help="seed of the random failures, for reproducible runs"
@@ -141,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         token,
         host=args.host,
         port=args.port,
-        state=EmulatorState(token, plan=plan, seed=args.seed),
+        state=EmulatorState(token, plan=plan, seed=args.seed, download_rate_limit=args.download_rate_limit),
         log_level=args.log_level,
     )
     stop = threading.Event()

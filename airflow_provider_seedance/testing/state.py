@@ -506,6 +506,8 @@ class EmulatorState:
     :param clock: a monotonic clock in seconds; tests may pass a fake one.
     :param seed: seed of the random generator behind fault ``probability`` and plan ``fail_probability``.
     :param max_log_entries: how many requests the log keeps (the oldest are dropped).
+    :param download_rate_limit: bytes per second each download connection is served at (``None``: as fast
+        as possible), like a CDN that limits every connection's rate.
     """
 
     def __init__(
@@ -517,7 +519,12 @@ class EmulatorState:
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = None,
         max_log_entries: int = DEFAULT_MAX_LOG_ENTRIES,
+        download_rate_limit: int | None = None,
     ) -> None:
+        if download_rate_limit is not None and download_rate_limit < 1:
+            raise ValueError(
+                f"download_rate_limit must be a positive number of bytes per second, got {download_rate_limit!r}"
+            )
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise ValueError(f"time_scale must be a positive number, got {time_scale!r}")
         if max_log_entries < 1:
@@ -532,6 +539,7 @@ class EmulatorState:
         self._initial_clock = clock
         self._seed = seed
         self.max_log_entries = max_log_entries
+        self._initial_rate_limit = download_rate_limit
         self._init_mutable()
 
     def _init_mutable(self) -> None:
@@ -550,6 +558,7 @@ class EmulatorState:
         self.random = random.Random(self._seed)
         self.pricing_enabled = True
         self.ranges_enabled = True
+        self.download_rate_limit = self._initial_rate_limit
 
     def reset(self) -> None:
         """Forget every job, fault, plan, request, token and model added since creation, and restore every setting."""

@@ -84,8 +84,9 @@ class ExistingCopy:
 
     :param uri: the destination URI.
     :param size: its size in bytes.
-    :param sha256: the ``sha256`` metadata, if present (only a verified copy by this provider has it).
-    :param source: the ``source-url`` metadata, if present.
+    :param sha256: the ``sha256`` metadata, if present (a file larger than one part copied in one pass has
+        none: its SHA-256 was reported, not stored).
+    :param source: the ``source-url`` metadata, if present (only a copy by this provider has it).
     """
 
     uri: str
@@ -212,9 +213,10 @@ class SeedanceTransferBaseOperator(BaseOperator):
         ``request_id`` and ``source_urls``.
     :param source_urls: copy these http(s) URLs: one URL or a list (templated).
     :param seedance_conn_id: the ``seedance`` connection used to read the result of ``request_id``.
-    :param replace: overwrite existing destinations. When ``False``, an existing destination that is a
-        verified copy of the same source (same ``source-url`` metadata and size) is skipped, so a task retry
-        is idempotent; any other existing object fails the task before anything is copied.
+    :param replace: overwrite existing destinations. When ``False``, an existing destination that is a copy
+        of the same source (same ``source-url`` metadata and size, plus ``sha256`` where it has one) is
+        skipped, so a task retry is idempotent; any other existing object fails the task before anything is
+        copied.
     :param download_timeout: seconds allowed to connect to the source and between two reads of its body.
     :param download_max_retries: retries of a download after a transient failure (429, 5xx, dropped or
         truncated connection, timeout); the budget is renewed whenever the download advances.
@@ -302,6 +304,15 @@ class SeedanceTransferBaseOperator(BaseOperator):
 
     def close_destination(self) -> None:
         """Release destination clients (called once at the end, success or not)."""
+
+    def stream_into(self, download: StreamingDownload, writer: TransferWriter) -> DownloadResult:
+        """
+        Copy one file into ``writer`` (one stream here; a destination may fetch ranges in parallel).
+
+        :param download: the download of the file.
+        :param writer: the destination's writer.
+        """
+        return download.copy_to(writer)
 
     # -- the copy ------------------------------------------------------------------------------------------
 
@@ -421,11 +432,11 @@ class SeedanceTransferBaseOperator(BaseOperator):
             existing = self.existing_copy(uri)
             if existing is None:
                 continue
-            if existing.sha256 is None or existing.source != source.identity:
+            if existing.source != source.identity:
                 recorded = (
                     f"it records source-url {existing.source!r}"
-                    if existing.sha256
-                    else "it has no sha256 metadata, so it was not written by this operator"
+                    if existing.source
+                    else "it has no source-url metadata, so it was not written by this operator"
                 )
                 raise SeedanceTransferError(
                     f"{uri} already exists and is not a copy of {source.shown} ({recorded}). Set "
@@ -452,7 +463,7 @@ class SeedanceTransferBaseOperator(BaseOperator):
             writer = self.new_writer(uri, source)
             started = time.monotonic()
             try:
-                result = download.copy_to(writer)
+                result = self.stream_into(download, writer)
                 writer.commit(result)
             except BaseException:
                 # Whatever failed (download, upload, verification, a kill signal), leave nothing behind.
@@ -504,7 +515,7 @@ class SeedanceTransferBaseOperator(BaseOperator):
                 # The link expired since the verified copy was made (e.g. a retry hours later): the copy is
                 # what the task is for, so it stands.
                 self.log.warning(
-                    "%s already holds a verified copy of %s (sha256 %s); the source is no longer "
+                    "%s already holds a copy of %s (sha256 %s); the source is no longer "
                     "available (%s), keeping the copy.",
                     existing.uri,
                     source.shown,
@@ -513,16 +524,19 @@ class SeedanceTransferBaseOperator(BaseOperator):
                 )
                 return skipped
             raise
-        if info.size is None:
-            # No announced size: hash the source (without storing it) to compare with the recorded sha256.
-            digest = download.copy_to(_DigestOnly()).sha256
-            same = digest == existing.sha256
-        else:
-            same = info.size == existing.size
-        if not same:
+        size = info.size
+        same_digest = True
+        if size is None:
+            # No announced size: read the source (without storing it) to compare its size, and its SHA-256
+            # with the recorded one where the object has it.
+            hashed = download.copy_to(_DigestOnly())
+            size = hashed.size
+            same_digest = existing.sha256 is None or hashed.sha256 == existing.sha256
+        if size != existing.size or not same_digest:
             raise SeedanceTransferError(
                 f"{existing.uri} already holds a copy of {source.shown}, but the source now differs "
-                f"(size {info.size} vs {existing.size} stored). Set replace=True to overwrite it."
+                f"(size {size} vs {existing.size} stored"
+                f"{'' if same_digest else ', another SHA-256'}). Set replace=True to overwrite it."
             )
         self.log.info(
             "%s already holds this copy of %s (%d bytes, sha256 %s): skipped (replace=False).",
@@ -612,8 +626,8 @@ class SeedanceTransferBaseOperator(BaseOperator):
 
         Inputs are named ``namespace=scheme://host``, ``name=path`` (no query string, no credentials);
         outputs follow the Amazon provider's convention, ``namespace=s3://bucket``, ``name=key`` (likewise
-        ``gs://bucket`` or ``file``/path for other object stores). Returns ``None`` when the OpenLineage
-        provider is not installed.
+        ``gs://bucket`` or ``file``/path for other object stores), each with a ``version`` facet holding the
+        copy's SHA-256. Returns ``None`` when the OpenLineage provider is not installed.
 
         :param task_instance: the finished task instance (unused: this try's copies are kept on the task).
         """
@@ -625,9 +639,11 @@ class SeedanceTransferBaseOperator(BaseOperator):
         inputs = [
             Dataset(namespace=ns, name=name) for ns, name in map(uri_dataset, self._source_urls()) if ns
         ]
-        outputs = [
-            Dataset(namespace=ns, name=name) for ns, name in (uri_dataset(c.uri) for c in self._copied) if ns
-        ]
+        outputs = []
+        for copied in self._copied:
+            namespace, name = uri_dataset(copied.uri)
+            if namespace:
+                outputs.append(Dataset(namespace=namespace, name=name, facets=_version_facets(copied.sha256)))
         return OperatorLineage(
             inputs=[d for d in inputs if d is not None],
             outputs=[d for d in outputs if d is not None],
@@ -639,6 +655,21 @@ class SeedanceTransferBaseOperator(BaseOperator):
             if url not in seen:
                 seen.append(url)
         return seen
+
+
+def _version_facets(sha256: str | None) -> dict[str, Any]:
+    """
+    Return OpenLineage's ``version`` dataset facet holding the copy's SHA-256 (empty without the client).
+
+    :param sha256: the object's SHA-256, if known.
+    """
+    if not sha256:
+        return {}
+    try:
+        from openlineage.client.generated.dataset_version_dataset import DatasetVersionDatasetFacet
+    except ImportError:
+        return {}
+    return {"version": DatasetVersionDatasetFacet(datasetVersion=sha256)}
 
 
 def uri_dataset(uri: str) -> tuple[str, str]:

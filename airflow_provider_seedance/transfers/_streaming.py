@@ -459,6 +459,21 @@ class StreamingDownload:
             self._response.close()
             self._response = None
 
+    # -- seams for the parallel ranged download (transfers/_ranged.py) -----------------------------------
+
+    def check_response(self, response: httpx.Response) -> None:
+        """
+        Raise what this download raises for ``response``'s status (408/429/5xx as retryable errors).
+
+        :param response: an answer of the source.
+        """
+        self._check_status(response)
+
+    @property
+    def validator(self) -> str | None:
+        """The ``If-Range`` validator of the first answer (its strong ``ETag``, else ``Last-Modified``)."""
+        return (self.info.etag or self.info.last_modified) if self.info else None
+
     # -- internals ---------------------------------------------------------------------------------------
 
     def _resume_delay(self, lasted: float) -> float:
@@ -660,6 +675,19 @@ def _content_length(response: httpx.Response) -> int | None:
     return size if size >= 0 else None
 
 
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """
+    Parse ``bytes first-last/total`` into ``(first, last, total)`` (``total`` ``None`` for ``*``).
+
+    :param value: the ``Content-Range`` header, if any.
+    """
+    match = _CONTENT_RANGE.match(value or "")
+    if match is None:
+        return None
+    total = match.group(3)
+    return int(match.group(1)), int(match.group(2)), None if total == "*" else int(total)
+
+
 def _source_info(url: str, response: httpx.Response, *, size: int | None) -> SourceInfo:
     content_type = (response.headers.get("content-type") or "").strip() or DEFAULT_CONTENT_TYPE
     encoding = (response.headers.get("content-encoding") or "").strip().lower() or None
@@ -694,6 +722,7 @@ __all__ = [
     "check_source_url",
     "human_bytes",
     "new_download_client",
+    "parse_content_range",
     "redact_url",
     "source_identity",
 ]

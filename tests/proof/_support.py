@@ -13,7 +13,7 @@ import itertools
 import json
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -240,22 +240,33 @@ def s3_objects(client: Any, bucket: str = BUCKET, prefix: str = "") -> list[str]
     return sorted(keys)
 
 
-def s3_leftovers(client: Any, bucket: str = BUCKET, prefix: str = "") -> Leftovers:
+def s3_leftovers(
+    client: Any, bucket: str = BUCKET, prefix: str = "", served: Collection[tuple[int, str]] = ()
+) -> Leftovers:
     """
     Find partial or unverified objects and unfinished multipart uploads under ``prefix``.
 
-    An object is verified when it is not a staging object and SHA-256 of its bytes equals its ``sha256``
-    metadata (which the operator writes only after the whole download was counted and hashed).
+    An object is verified when it is not a staging object and the SHA-256 of its bytes equals its ``sha256``
+    metadata (which the operator writes only after the whole download was counted and hashed); an object
+    without that metadata (a file larger than one part, copied in one pass) must carry ``source-url``
+    metadata and be byte for byte one of the ``served`` files.
 
     :param client: a boto3 S3 client.
     :param bucket: the bucket.
     :param prefix: the key prefix.
+    :param served: ``(size, sha256)`` of the files the source served (see :func:`served_sha256`).
     """
     unverified: list[str] = []
     for key in s3_objects(client, bucket, prefix):
         answer = client.get_object(Bucket=bucket, Key=key)
-        digest = hashlib.sha256(answer["Body"].read()).hexdigest()
-        if STAGING_MARKER in key or answer.get("Metadata", {}).get("sha256") != digest:
+        body = answer["Body"].read()
+        digest = hashlib.sha256(body).hexdigest()
+        metadata = answer.get("Metadata", {})
+        if "sha256" in metadata:
+            verified = metadata["sha256"] == digest
+        else:
+            verified = "source-url" in metadata and (len(body), digest) in served
+        if STAGING_MARKER in key or not verified:
             unverified.append(key)
     uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
     return Leftovers(unverified=unverified, uploads=sorted(u["Key"] for u in uploads))

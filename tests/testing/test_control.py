@@ -111,6 +111,7 @@ def test_jobs_settings_models_and_tokens(client: httpx.Client, anonymous: httpx.
         "pricing_enabled": False,
         "ranges_enabled": True,
         "time_scale": 1.0,
+        "download_rate_limit": None,
     }
     assert client.get(f"/v1/models/{I2V}").status_code == 404
     anonymous.patch("/_emulator/settings", json={"pricing_enabled": True, "ranges_enabled": False})

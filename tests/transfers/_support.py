@@ -28,10 +28,11 @@ class Route:
     :param chunked: without ``Content-Length``, send the body chunked (so a drop is detectable).
     :param content_type: the ``Content-Type`` header, or ``None`` for none.
     :param headers: extra response headers.
-    :param bad_content_range: answer a range with a ``Content-Range`` one byte off.
+    :param bad_content_range: answer ranges with a ``Content-Range`` one byte off.
     :param range_cap: answer a range with at most this many bytes (a complete, shorter ``206``).
     :param unknown_total: name the total of a ``Content-Range`` as ``*``.
     :param redirect: answer ``302`` with this ``Location`` instead of the file.
+    :param claims_ranges: with ``ranges=False``, still send ``Accept-Ranges: bytes`` (then answer 200).
     """
 
     body: bytes
@@ -46,6 +47,7 @@ class Route:
     range_cap: int | None = None
     unknown_total: bool = False
     redirect: str | None = None
+    claims_ranges: bool = False
 
 
 @dataclass
@@ -122,7 +124,10 @@ class FileServer:
         start, end = 0, len(route.body)
         wanted = headers.get("range", "")
         if wanted and route.ranges:
-            start = int(wanted.split("=", 1)[1].split("-", 1)[0])
+            first_text, _, last_text = wanted.split("=", 1)[1].partition("-")
+            start = int(first_text)
+            if last_text:
+                end = min(end, int(last_text) + 1)
             if route.range_cap is not None:
                 end = min(end, start + route.range_cap)
             seen.status = 206
@@ -133,7 +138,7 @@ class FileServer:
         else:
             seen.status = 200
             handler.send_response(200)
-            handler.send_header("Accept-Ranges", "bytes" if route.ranges else "none")
+            handler.send_header("Accept-Ranges", "bytes" if route.ranges or route.claims_ranges else "none")
         body = memoryview(route.body)[start:end]  # no copy: memory tests trace this process
         chunked = route.chunked and not route.content_length
         if route.content_length:

@@ -42,34 +42,45 @@ def test_parse_size(bench: ModuleType, text: str, size: int) -> None:
 def test_targets_are_evaluated(bench: ModuleType) -> None:
     mib = 1024**2
     rows = [
-        bench.Row("seedance", seconds=10.0, baseline=100 * mib, peak=140 * mib, size=1000 * mib),
+        bench.Row("seedance", seconds=9.0, baseline=100 * mib, peak=140 * mib, size=1000 * mib),
+        bench.Row("seedance_sha256", seconds=20.0, baseline=100 * mib, peak=300 * mib, size=1000 * mib),
         bench.Row("http_to_s3", seconds=10.0, baseline=100 * mib, peak=2100 * mib, size=1000 * mib),
         bench.Row("reference", seconds=9.0, baseline=60 * mib, peak=160 * mib, size=1000 * mib),
+        bench.Row("seedance", seconds=10.0, baseline=0, peak=0, size=1000 * mib, limited=True),
+        bench.Row("reference", seconds=40.0, baseline=0, peak=0, size=1000 * mib, limited=True),
     ]
     verdicts, ok = bench.evaluate(rows)
-    assert ok
+    # Only the default's figures are targets: the sha256_metadata row is slower and bigger, for comparison.
+    assert ok, verdicts
     assert any("memory" in v and "met" in v for v in verdicts)
-    assert any("0.90x the reference" in v for v in verdicts)
+    assert any("1.00x the reference's (target <= 1.0x): met" in v for v in verdicts)
+    assert any("rate-limited" in v and "0.25x" in v and "met" in v for v in verdicts)
     rows[0] = bench.Row("seedance", seconds=20.0, baseline=100 * mib, peak=200 * mib, size=1000 * mib)
+    rows[4] = bench.Row("seedance", seconds=30.0, baseline=0, peak=0, size=1000 * mib, limited=True)
     verdicts, ok = bench.evaluate(rows)
     assert not ok
-    assert sum("MISSED" in v for v in verdicts) == 2
-    table = bench.render(rows, 1000 * mib, verdicts)
-    assert table.count("\n|") == 4
+    assert sum("MISSED" in v for v in verdicts) == 3
+    table = bench.render(rows, verdicts, 25_000_000)
+    assert table.count("\n|") == 4 + 2 + 2 * 2
+    assert "limited to 25 MB/s per connection" in table
 
 
 def test_tiny_run_of_every_worker(tmp_path: Path) -> None:
     output = tmp_path / "transfer.md"
     done = subprocess.run(
-        # Both staging modes share one worker path: three methods cover every branch of the script.
+        # Every sha256/staging mode shares one worker path: these methods cover every branch of the script.
         [
             sys.executable,
             str(SCRIPT),
             "--quick",
             "--size",
-            "6MiB",
+            "12MiB",
             "--methods",
-            "seedance,http_to_s3,reference",
+            "seedance,seedance_sha256,http_to_s3,reference",
+            "--limited-methods",
+            "seedance,reference",
+            "--rate-limit",
+            "50000000",
             "--output",
             str(output),
         ],
@@ -80,6 +91,7 @@ def test_tiny_run_of_every_worker(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = output.read_text()
-    for label in ("staging='s3'", "HttpToS3Operator", "upload_fileobj"):
+    for label in ("one pass, parallel ranges", "sha256_metadata=True", "HttpToS3Operator", "upload_fileobj"):
         assert label in report
+    assert "limited to 50 MB/s per connection" in report
     assert "## Environment" in report

@@ -20,7 +20,7 @@ from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID, Resu
 from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
 from airflow_provider_seedance.transfers._base import request_info, uri_dataset
 from airflow_provider_seedance.transfers.seedance_to_s3 import SeedanceToS3Operator
-from tests._support import FakeDataset, FakeOperatorLineage
+from tests._support import FakeDataset, FakeOperatorLineage, FakeVersionFacet
 from tests.transfers._support import BUCKET
 
 EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
@@ -140,6 +140,26 @@ def test_asset_event_extra(emulator: SeedanceEmulator, seedance_conn: str, s3: A
         assert per_file["duration"] == 5
 
 
+def test_asset_event_extra_of_a_multipart_copy(emulator: SeedanceEmulator, s3: Any) -> None:
+    """A file larger than one part has no sha256 metadata: its SHA-256 is in XCom and the Asset event."""
+    size = 12 * 1024 * 1024 + 5
+    url = emulator.url(f"/files/generated/{size}.mp4")
+    asset, alias = Asset(f"s3://{BUCKET}/big/"), AssetAlias("seedance-big-test")
+    op = SeedanceToS3Operator(
+        task_id="store", source_urls=url, dest_key=f"s3://{BUCKET}/big/clip.mp4", outlets=[asset, alias]
+    )
+    ctx = context()
+    op.execute(ctx)
+    with httpx.Client() as http:
+        digest = hashlib.sha256(http.get(url).content).hexdigest()
+    assert "sha256" not in s3.head_object(Bucket=BUCKET, Key="big/clip.mp4")["Metadata"]
+    assert ctx["ti"].xcom["objects"][0]["sha256"] == digest
+    assert ctx["outlet_events"][asset].extra["sha256"] == [digest]
+    assert ctx["outlet_events"][asset].extra["objects"][0]["sha256"] == digest
+    [(_, per_file)] = ctx["outlet_events"][alias].added
+    assert (per_file["sha256"], per_file["size"]) == (digest, size)
+
+
 def test_asset_extra_must_be_a_mapping(emulator: SeedanceEmulator, seedance_conn: str, s3: Any) -> None:
     with pytest.raises(SeedanceConfigurationError, match="asset_extra"):
         SeedanceToS3Operator(task_id="t", source_urls="https://x/v.mp4", dest_key="s3://b/k", asset_extra=[1])
@@ -192,9 +212,19 @@ def test_lineage_facets(
     lineage = op.get_openlineage_facets_on_complete(None)
     namespace = emulator.base_url.rstrip("/")
     assert lineage.inputs == [FakeDataset(namespace, f"/files/{request_id}/{n}.mp4") for n in range(2)]
+    # Each output carries its copy's SHA-256 as its dataset version.
+    digests = [copied.sha256 for copied in op._copied]
     assert lineage.outputs == [
-        FakeDataset(f"s3://{BUCKET}", f"lineage/{request_id}/{n}.mp4") for n in range(2)
+        FakeDataset(
+            f"s3://{BUCKET}",
+            f"lineage/{request_id}/{n}.mp4",
+            {"version": FakeVersionFacet(datasetVersion=digests[n])},
+        )
+        for n in range(2)
     ]
+    with httpx.Client() as http:
+        served = [http.get(f"{emulator.base_url}/files/{request_id}/{n}.mp4").content for n in range(2)]
+    assert digests == [hashlib.sha256(body).hexdigest() for body in served]
 
 
 # -- example DAGs ------------------------------------------------------------------------------------------
