@@ -63,7 +63,7 @@ class SeedanceRequestSensor(BaseSensorOperator):
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("poke_interval", poll_interval)
+        kwargs.setdefault("poke_interval", positive_seconds(poll_interval, "poll_interval"))
         super().__init__(timeout=timeout, **kwargs)
         self.request_id = request_id
         self.seedance_conn_id = seedance_conn_id
