@@ -402,6 +402,19 @@ class ResultResponse(_Response):
         """The API's explanation of a failure, as one line of text (may be empty)."""
         return describe_error(self.error) or describe_error(self.failure_reason)
 
+    @property
+    def succeeded(self) -> bool:
+        """
+        Whether the run succeeded: the one success rule of the operators, sensor, trigger and transfers.
+
+        ``succeeded`` is success; so is ``completed`` with an output and no error (the API's docs show
+        ``completed`` for every finished run). Anything else, an unfamiliar status included, is not.
+        """
+        state = self.state
+        if state is RequestStatus.SUCCEEDED:
+            return True
+        return state is RequestStatus.COMPLETED and bool(self.output) and not self.error_text
+
 
 class CancelResponse(_Response):
     """Answer of ``POST /v1/requests/{request_id}/cancel``; ``outcome`` is what to trust."""
@@ -493,7 +506,7 @@ class RequestStatus(str, Enum):
         )
 
     def is_success(self) -> bool:
-        """Whether the /result endpoint reports success."""
+        """Whether the status string alone says ``succeeded`` (a /result's success: ``ResultResponse.succeeded``)."""
         return self is RequestStatus.SUCCEEDED
 
     def is_failure(self) -> bool:

@@ -11,11 +11,14 @@ One place per policy:
 * :func:`wait_for_request` is the worker-side poll loop (operator sync mode); the trigger is its async twin.
 * :func:`finish_event` turns an outcome into the operators' return value, or the exception that fails the
   task (cancelling a request that hit its deadline while still queued).
+* :func:`positive_seconds` / :func:`finite_seconds` are the one rule for the timing arguments (intervals,
+  timeouts, deadlines) of the operators, the sensor and the trigger.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -25,6 +28,7 @@ from typing import Any, Protocol
 
 from airflow_provider_seedance._state_log import log_state
 from airflow_provider_seedance.exceptions import (
+    SeedanceConfigurationError,
     SeedanceError,
     SeedanceNotFoundError,
     SeedanceRequestFailedError,
@@ -53,6 +57,16 @@ DEFER_TIMEOUT_GRACE_SECONDS = 120.0
 
 INCLUDE_COST = True
 """Ask /result for the run's cost, so the return value's ``cost`` is filled when the API reports it."""
+
+NOT_FOUND_GRACE_SECONDS = 120.0
+"""
+How long a 404 ("not found") is read as the API's read-after-write lag rather than "gone", in seconds.
+
+Counted from the submit (when the follower knows it: the operators pass it, and store it for their retries)
+and from the moment /status first says the run is over (for the /result read that follows). APIs with
+read-after-write lag answer 404 for a few seconds after accepting a request; a request accepted two minutes
+ago cannot have expired. After the grace, a 404 means unknown, deleted or expired.
+"""
 
 
 class TaskLogger(Protocol):
@@ -109,6 +123,33 @@ def _airflow_default_deferrable(conf: Any) -> bool:
     return str(raw).strip().lower() in {"true", "t", "1"}
 
 
+def finite_seconds(value: object, name: str) -> float:
+    """
+    Return ``value`` as a float when it is a finite number of seconds (not a bool); raise otherwise.
+
+    :param value: the value given.
+    :param name: the argument's name, for the message.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SeedanceConfigurationError(f"{name} must be a finite number of seconds, got {value!r}")
+    return float(value)
+
+
+def positive_seconds(value: object, name: str) -> float:
+    """
+    Return ``value`` as a float when it is a finite, positive number of seconds; raise otherwise.
+
+    Infinity is refused: an endless timeout cannot become a deadline (epoch seconds) nor a deferral timeout.
+
+    :param value: the value given.
+    :param name: the argument's name, for the message.
+    """
+    number = finite_seconds(value, name)
+    if number <= 0:
+        raise SeedanceConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    return number
+
+
 def format_deadline(end_time: float) -> str:
     """
     Render an epoch deadline for messages.
@@ -124,13 +165,20 @@ class RequestTracker:
 
     :param request_id: the request followed.
     :param log: where state changes are logged (the task's or the trigger's logger).
+    :param submitted_at: when the request was submitted (epoch seconds), when known: a 404 within
+        :data:`NOT_FOUND_GRACE_SECONDS` of it is read-after-write lag, not "gone". ``None`` (a request
+        submitted elsewhere): a 404 before the run is seen finished means gone.
     """
 
-    def __init__(self, request_id: str, log: TaskLogger) -> None:
+    def __init__(self, request_id: str, log: TaskLogger, *, submitted_at: float | None = None) -> None:
         self.request_id = request_id
         self.log = log
+        # A clock ahead of this one (another worker, the triggerer) must not stretch the grace.
+        self.submitted_at = None if submitted_at is None else min(submitted_at, time.time())
         self.last_status: str | None = None
         self._last_seen: tuple[RequestStatus, int | None] | None = None
+        self._finished_seen_at: float | None = None
+        self._lag_logged = False
 
     # -- status -------------------------------------------------------------------------------------
 
@@ -146,7 +194,10 @@ class RequestTracker:
         if seen != self._last_seen:
             self._last_seen = seen
             self._log_state(state, status)
-        return not state.is_active()
+        over = not state.is_active()
+        if over and self._finished_seen_at is None:
+            self._finished_seen_at = time.time()
+        return over
 
     def _log_state(self, state: RequestStatus, status: StatusResponse) -> None:
         rid = self.request_id
@@ -191,9 +242,7 @@ class RequestTracker:
         state = result.state
         self.last_status = result.status
         error_text = result.error_text
-        if state is RequestStatus.SUCCEEDED or (
-            state is RequestStatus.COMPLETED and result.output and not error_text
-        ):
+        if result.succeeded:
             videos = output_video_urls(result.output)
             images = output_image_urls(result.output)
             if videos:
@@ -223,6 +272,17 @@ class RequestTracker:
 
     # -- errors and deadline ------------------------------------------------------------------------
 
+    def not_found_grace_left(self) -> float:
+        """
+        Return the seconds left during which a 404 is read-after-write lag (0 once it means "gone").
+
+        The grace runs from the submit, when known, and from the first /status that said the run is over.
+        """
+        marks = [mark for mark in (self.submitted_at, self._finished_seen_at) if mark is not None]
+        if not marks:
+            return 0.0
+        return max(0.0, max(marks) + NOT_FOUND_GRACE_SECONDS - time.time())
+
     def outcome_from_error(self, exc: SeedanceError) -> SeedanceTriggerEvent | None:
         """
         Turn an API error into an outcome: ``None`` (keep polling) when transient, else an ``error`` event.
@@ -239,6 +299,9 @@ class RequestTracker:
                 exc,
             )
             return None
+        if isinstance(exc, SeedanceNotFoundError) and self.not_found_grace_left() > 0:
+            self._log_lag()
+            return None
         if isinstance(exc, SeedanceNotFoundError):
             message = (
                 f"Seedance request {self.request_id} was not found by the API: it is unknown, was deleted or "
@@ -247,6 +310,17 @@ class RequestTracker:
         else:
             message = f"Seedance request {self.request_id} could not be followed: {exc}"
         return self._event("error", message, None)
+
+    def _log_lag(self) -> None:
+        # Once at WARNING: a lag that lasts shows as DEBUG lines, not one warning per poll.
+        log = self.log.debug if self._lag_logged else self.log.warning
+        self._lag_logged = True
+        log(
+            "Seedance request %s is not found by the API yet; taking it as read-after-write lag for "
+            "another %.0f s (a request just submitted or just finished cannot have expired)",
+            self.request_id,
+            self.not_found_grace_left(),
+        )
 
     def timed_out(self, end_time: float) -> SeedanceTriggerEvent:
         """
@@ -454,6 +528,7 @@ __all__ = [
     "DEFAULT_POLL_INTERVAL_SECONDS",
     "DEFAULT_TIMEOUT_SECONDS",
     "DEFER_TIMEOUT_GRACE_SECONDS",
+    "NOT_FOUND_GRACE_SECONDS",
     "RequestTracker",
     "acheck_request",
     "apoll_once",
@@ -461,8 +536,10 @@ __all__ = [
     "check_request",
     "default_deferrable",
     "finish_event",
+    "finite_seconds",
     "next_sleep",
     "poll_once",
+    "positive_seconds",
     "seconds_left",
     "wait_for_request",
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -66,13 +67,16 @@ class StoredRequest:
     :param request_id: the RunComfy request id.
     :param model_id: the model it was submitted to.
     :param input_sha256: :func:`input_fingerprint` of the submission.
+    :param submitted_at: when it was submitted, epoch seconds (``None`` in records written before it was
+        kept): a retry reads a 404 shortly after it as read-after-write lag, not as a request that is gone.
     """
 
     request_id: str
     model_id: str
     input_sha256: str
+    submitted_at: float | None = None
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, Any]:
         """Return the JSON value written to the store."""
         return asdict(self)
 
@@ -90,10 +94,11 @@ class StoredRequest:
                 return None
         if not isinstance(value, Mapping):
             return None
-        request_id, model_id, digest = (
+        request_id, model_id, digest, submitted_at = (
             value.get("request_id"),
             value.get("model_id"),
             value.get("input_sha256"),
+            value.get("submitted_at"),
         )
         if not (
             isinstance(request_id, str)
@@ -103,7 +108,19 @@ class StoredRequest:
             and isinstance(digest, str)
         ):
             return None
-        return cls(request_id=request_id, model_id=model_id, input_sha256=digest)
+        if (
+            isinstance(submitted_at, bool)
+            or not isinstance(submitted_at, (int, float))
+            or not math.isfinite(submitted_at)
+        ):
+            # Absent (an older record) or unreadable: no grace, as before the time was kept.
+            submitted_at = None
+        return cls(
+            request_id=request_id,
+            model_id=model_id,
+            input_sha256=digest,
+            submitted_at=None if submitted_at is None else float(submitted_at),
+        )
 
     def matches(self, model_id: str, input_sha256: str) -> bool:
         """

@@ -70,6 +70,7 @@ from airflow_provider_seedance.operators._lifecycle import (
     default_deferrable,
     finish_event,
     poll_once,
+    positive_seconds,
     wait_for_request,
 )
 from airflow_provider_seedance.operators._request_store import (
@@ -190,6 +191,7 @@ class SeedanceBaseOperator(BaseOperator):
     ui_fgcolor = "#000000"
 
     _request_id: str | None = None
+    _submitted_at: float | None = None
 
     def __init__(
         self,
@@ -214,8 +216,8 @@ class SeedanceBaseOperator(BaseOperator):
         self.seedance_conn_id = seedance_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
-        self.poll_interval = _positive_seconds(poll_interval, "poll_interval")
-        self.timeout = _positive_seconds(timeout, "timeout")
+        self.poll_interval = positive_seconds(poll_interval, "poll_interval")
+        self.timeout = positive_seconds(timeout, "timeout")
         self.durable = durable
         self.max_cost_usd = max_cost_usd
         self.on_unknown_cost = on_unknown_cost
@@ -251,6 +253,7 @@ class SeedanceBaseOperator(BaseOperator):
         """
         remember_video_url(self, None)
         self._lineage = None
+        self._submitted_at = None
         model_id, body = self.build_request()
         store = request_store_for(context, retention=self.state_retention()) if self.durable else None
         if self.durable and store is None:
@@ -284,7 +287,7 @@ class SeedanceBaseOperator(BaseOperator):
 
         # In the worker, no retry wait of a status or result read (backoff, Retry-After) may pass the deadline.
         self.hook.deadline = end_time
-        tracker = RequestTracker(request_id, self.log)
+        tracker = RequestTracker(request_id, self.log, submitted_at=self._submitted_at)
         if outcome is None:
             # Check once before deferring: a request that is already over needs no triggerer round trip.
             outcome = poll_once(self.hook, tracker)
@@ -295,6 +298,8 @@ class SeedanceBaseOperator(BaseOperator):
                     seedance_conn_id=self.seedance_conn_id,
                     poll_interval=self.poll_interval,
                     end_time=end_time,
+                    cancel_on_kill=True,
+                    submitted_at=self._submitted_at,
                 ),
                 method_name="execute_complete",
                 kwargs={"model_id": model_id, "request_id": request_id, "stored": stored},
@@ -512,8 +517,9 @@ class SeedanceBaseOperator(BaseOperator):
             if previous is not None and not previous.matches(model_id, fingerprint):
                 self._set_aside(previous.request_id)
             elif previous is not None:
-                reuse, outcome = self._inspect_previous(previous.request_id)
+                reuse, outcome = self._inspect_previous(previous.request_id, previous.submitted_at)
                 if reuse:
+                    self._submitted_at = previous.submitted_at
                     return previous.request_id, outcome, True
         self.before_submit(model_id, body)
         try:
@@ -521,11 +527,14 @@ class SeedanceBaseOperator(BaseOperator):
         except SeedanceSubmissionStateUnknownError as exc:
             # The answer named a request it may have created: keep it, so a new try (a clear) re-attaches.
             if store is not None and exc.request_id is not None:
-                self._save(store, StoredRequest(exc.request_id, model_id, fingerprint))
+                self._save(store, StoredRequest(exc.request_id, model_id, fingerprint, time.time()))
             raise
+        self._submitted_at = time.time()
         if store is None:
             return submitted.request_id, None, not self.durable
-        stored = self._save(store, StoredRequest(submitted.request_id, model_id, fingerprint))
+        stored = self._save(
+            store, StoredRequest(submitted.request_id, model_id, fingerprint, self._submitted_at)
+        )
         return submitted.request_id, None, stored
 
     def _set_aside(self, request_id: str) -> None:
@@ -577,11 +586,25 @@ class SeedanceBaseOperator(BaseOperator):
                 state.value,
             )
 
-    def _inspect_previous(self, request_id: str) -> tuple[bool, SeedanceTriggerEvent | None]:
+    def _inspect_previous(
+        self, request_id: str, submitted_at: float | None = None
+    ) -> tuple[bool, SeedanceTriggerEvent | None]:
         """Decide whether a request of an earlier try is re-used: ``(reuse, outcome if already over)``."""
+        tracker = RequestTracker(request_id, self.log, submitted_at=submitted_at)
         try:
-            outcome = check_request(self.hook, RequestTracker(request_id, self.log))
+            outcome = check_request(self.hook, tracker)
         except SeedanceNotFoundError:
+            grace = tracker.not_found_grace_left()
+            if grace > 0:
+                # Submitted (or finished) moments ago: the API's read-after-write lag, not an expired request.
+                self.log.warning(
+                    "Seedance request %s, submitted by an earlier try, is not found by the API yet; taking "
+                    "it as read-after-write lag for another %.0f s and re-attaching rather than paying for "
+                    "a second request",
+                    request_id,
+                    grace,
+                )
+                return True, None
             self.log.warning(
                 "Seedance request %s, submitted by an earlier try, is no longer known to the API (expired "
                 "or deleted); submitting a new request",
@@ -923,12 +946,6 @@ def _image_urls(body: Mapping[str, Any]) -> list[str]:
             if isinstance(item, str) and item.lower().startswith(("https://", "http://")):
                 urls.append(item)
     return urls
-
-
-def _positive_seconds(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise SeedanceConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
 
 
 __all__ = [

@@ -20,6 +20,7 @@ from airflow_provider_seedance.operators._lifecycle import (
     default_deferrable,
     finish_event,
     poll_once,
+    positive_seconds,
 )
 from airflow_provider_seedance.operators.seedance import SeedanceVideoLink, remember_video_url
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
@@ -35,7 +36,9 @@ class SeedanceRequestSensor(BaseSensorOperator):
     Succeeds with ``{"request_id", "model_id": None, "status": "succeeded", "video_url", "video_urls",
     "image_urls", "output", "cost"}``; fails with the API's error text when the request failed, was
     cancelled, is unknown to the API or reports a status this provider does not know. The sensor does not
-    own the request: it never cancels it, not even when it times out.
+    own the request: it never cancels it, not even when it times out or when a user kills it while deferred.
+    A failure is handled by ``BaseSensorOperator`` (``soft_fail``, ``never_fail``) the same way whether it is
+    met by the check before deferring or after the trigger fired.
 
     :param request_id: the request to wait for (templated), e.g.
         ``"{{ ti.xcom_pull('generate', key='request_id') }}"``.
@@ -60,12 +63,12 @@ class SeedanceRequestSensor(BaseSensorOperator):
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("poke_interval", poll_interval)
+        kwargs.setdefault("poke_interval", positive_seconds(poll_interval, "poll_interval"))
         super().__init__(timeout=timeout, **kwargs)
         self.request_id = request_id
         self.seedance_conn_id = seedance_conn_id
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
-        self.poll_interval = float(self.poke_interval)
+        self.poll_interval = positive_seconds(self.poke_interval, "poll_interval")
         self._tracker: RequestTracker | None = None
 
     @cached_property
@@ -105,6 +108,16 @@ class SeedanceRequestSensor(BaseSensorOperator):
         """
         if not self.deferrable:
             return super().execute(context)
+        # BaseSensorOperator applies soft_fail/never_fail to what a resumed sensor raises: running the first
+        # check through the same entry point gives a failure the same outcome before and after deferral.
+        return self.resume_execution("check_then_defer", None, context)
+
+    def check_then_defer(self, context: Context) -> Any:
+        """
+        Check the request once; return its result when it is over, else defer to the trigger.
+
+        :param context: the task context.
+        """
         done = self.poke(context)
         if isinstance(done, PokeReturnValue):
             return done.xcom_value
@@ -114,6 +127,8 @@ class SeedanceRequestSensor(BaseSensorOperator):
                 seedance_conn_id=self.seedance_conn_id,
                 poll_interval=self.poll_interval,
                 end_time=time.time() + self.timeout,
+                # Not this sensor's request: killing the wait must not cancel what another task paid for.
+                cancel_on_kill=False,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_GRACE_SECONDS),

@@ -541,7 +541,8 @@ def _status_payload(base_url: str, job: JobSnapshot) -> dict[str, Any]:
 
 
 def _result_payload(base_url: str, job: JobSnapshot, include_cost: bool) -> dict[str, Any]:
-    payload: dict[str, Any] = {"request_id": job.request_id, "status": job.phase}
+    status = job.plan.succeeded_status_on_result_endpoint if job.phase == "succeeded" else job.phase
+    payload: dict[str, Any] = {"request_id": job.request_id, "status": status}
     if job.phase == "succeeded":
         payload["output"] = _output(base_url, job)
     payload["created_at"] = iso_timestamp(job.created_at)
@@ -655,7 +656,10 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
 
     def job_for(call: _Call, request_id: str) -> JobSnapshot:
         try:
-            return state.get_job(request_id, call.token)
+            job = state.get_job(request_id, call.token)
+            if job.hidden:  # the plan's read-after-write lag: not visible yet
+                raise UnknownRequestError(request_id)
+            return job
         except UnknownRequestError:
             raise ApiError(
                 404, ERROR_NOT_FOUND, f"Request {request_id} was not found (unknown, deleted or expired)"

@@ -119,6 +119,11 @@ class JobPlan(BaseModel):
         ``{"code": ..., "message": ...}``.
     :param failed_status_on_status_endpoint: what /status says for a failed run: ``completed`` (the
         documented reading) or ``failed``.
+    :param succeeded_status_on_result_endpoint: what /result says for a succeeded run: ``succeeded`` (the
+        documented reading) or ``completed`` (with the output and no error), as /status says.
+    :param not_found_seconds: read-after-write lag: for this long after the submit, /status, /result and
+        /cancel answer 404 (404001) as if the request did not exist, as some APIs do right after accepting
+        a request.
     :param num_videos: videos in the output; 0 gives a succeeded result whose output has no video.
     :param output_style: ``auto`` (``video`` for one, ``video`` + ``videos`` for several), ``video`` (only the
         first URL), ``videos`` (only the list) or ``both``.
@@ -135,6 +140,8 @@ class JobPlan(BaseModel):
     fail_probability: float = Field(0.0, ge=0, le=1)
     error: str | dict[str, Any] = DEFAULT_ERROR_MESSAGE
     failed_status_on_status_endpoint: Literal["completed", "failed"] = "completed"
+    succeeded_status_on_result_endpoint: Literal["succeeded", "completed"] = "succeeded"
+    not_found_seconds: float = Field(0.0, ge=0, allow_inf_nan=False)
     num_videos: int = Field(1, ge=0, le=MAX_VIDEOS_PER_JOB)
     output_style: OutputStyle = "auto"
     video_size_bytes: int | None = Field(None, ge=MIN_GENERATED_SIZE, le=MAX_GENERATED_SIZE)
@@ -279,6 +286,7 @@ class _Job:
     run_end: float
     cost_usd: float | None
     cancelled_mono: float | None = None
+    hidden_until: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +305,7 @@ class JobSnapshot:
     :param outcome: the outcome drawn at submit time (``fail_probability`` may turn ``succeed`` into ``fail``).
     :param body: the submitted input.
     :param cost_usd: what the finished job costs (``None`` while it runs or when the price is unknown).
+    :param hidden: the job is still within its plan's ``not_found_seconds``: the API answers 404 for it.
     """
 
     request_id: str
@@ -310,6 +319,7 @@ class JobSnapshot:
     outcome: Outcome
     body: dict[str, Any]
     cost_usd: float | None
+    hidden: bool = False
 
     @property
     def status(self) -> str:
@@ -812,6 +822,7 @@ class EmulatorState:
                 queue_end=queue_end,
                 run_end=queue_end + plan.run_seconds * self.time_scale,
                 cost_usd=self._price(model_id, body, plan),
+                hidden_until=now + plan.not_found_seconds * self.time_scale,
             )
             self._jobs[job.request_id] = job
             return self._snapshot(job, now)
@@ -859,6 +870,7 @@ class EmulatorState:
             outcome=job.outcome,
             body=job.body,
             cost_usd=cost,
+            hidden=now < job.hidden_until,
         )
 
     def _lookup(self, request_id: str, token: str | None) -> _Job:

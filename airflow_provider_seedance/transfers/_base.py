@@ -349,10 +349,10 @@ class SeedanceTransferBaseOperator(BaseOperator):
             result = hook.get_result(spec)
         finally:
             hook.close()
-        state = result.state
-        if not state.is_success():
+        # The same success rule as the generation operators, the sensor and the trigger.
+        if not result.succeeded:
             detail = f": {result.error_text}" if result.error_text else ""
-            if state.is_active():
+            if result.state.is_active():
                 advice = (
                     "it has not finished yet; run the transfer after the generation task (or a "
                     "SeedanceRequestSensor) has succeeded"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator
 from functools import cached_property
 from typing import Any
@@ -18,7 +17,9 @@ from airflow_provider_seedance.operators._lifecycle import (
     DEFAULT_POLL_INTERVAL_SECONDS,
     RequestTracker,
     apoll_once,
+    finite_seconds,
     next_sleep,
+    positive_seconds,
     seconds_left,
 )
 
@@ -31,13 +32,21 @@ class SeedanceRequestTrigger(BaseTrigger):
     ``status`` one of ``succeeded``, ``failed``, ``cancelled``, ``timeout`` or ``error``. Each poll makes one
     status GET; the result GET happens only once the run is over. Transient API failures (already retried by
     the hook) are logged and polling goes on until the deadline; permanent ones (bad token, unknown request)
-    end the wait with an ``error`` event. The trigger only reads: it never submits, and cancels the request
-    only in :meth:`on_kill`, when a user kills the deferred task.
+    end the wait with an ``error`` event, except a 404 within
+    :data:`~airflow_provider_seedance.operators._lifecycle.NOT_FOUND_GRACE_SECONDS` of ``submitted_at`` (or of
+    the run being seen finished), which is the API's read-after-write lag. The trigger only reads: it never
+    submits, and cancels nothing unless ``cancel_on_kill`` is set, and then only in :meth:`on_kill`, when a
+    user kills the deferred task.
 
     :param request_id: the request to wait for.
     :param seedance_conn_id: the ``seedance`` connection.
     :param poll_interval: seconds between two status reads.
     :param end_time: deadline, epoch seconds; ``None`` waits until the request ends.
+    :param cancel_on_kill: cancel the request (best effort) when a user kills the deferred task. Set by the
+        operators, which own the request they submitted; off by default and for the sensor, which waits for
+        a request someone else paid for. Kwargs serialised before this argument existed rebuild with it off.
+    :param submitted_at: when the request was submitted, epoch seconds (``None``: unknown, so a 404 before
+        the run is seen finished means the request is gone).
     """
 
     def __init__(
@@ -46,6 +55,8 @@ class SeedanceRequestTrigger(BaseTrigger):
         seedance_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS,
         end_time: float | None = None,
+        cancel_on_kill: bool = False,
+        submitted_at: float | None = None,
     ) -> None:
         super().__init__()
         # Fail in the worker, at defer time, rather than in the triggerer after a round trip through the DB.
@@ -55,8 +66,12 @@ class SeedanceRequestTrigger(BaseTrigger):
                 f"seedance_conn_id must be a non-empty string, got {seedance_conn_id!r}"
             )
         self.seedance_conn_id = seedance_conn_id
-        self.poll_interval = _positive_seconds(poll_interval, "poll_interval")
-        self.end_time = None if end_time is None else _finite_seconds(end_time, "end_time")
+        self.poll_interval = positive_seconds(poll_interval, "poll_interval")
+        self.end_time = None if end_time is None else finite_seconds(end_time, "end_time")
+        if not isinstance(cancel_on_kill, bool):
+            raise SeedanceConfigurationError(f"cancel_on_kill must be True or False, got {cancel_on_kill!r}")
+        self.cancel_on_kill = cancel_on_kill
+        self.submitted_at = None if submitted_at is None else finite_seconds(submitted_at, "submitted_at")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the classpath and the kwargs that rebuild this trigger: ids and timings only, never secrets."""
@@ -67,6 +82,8 @@ class SeedanceRequestTrigger(BaseTrigger):
                 "seedance_conn_id": self.seedance_conn_id,
                 "poll_interval": self.poll_interval,
                 "end_time": self.end_time,
+                "cancel_on_kill": self.cancel_on_kill,
+                "submitted_at": self.submitted_at,
             },
         )
 
@@ -77,7 +94,7 @@ class SeedanceRequestTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the request ends or the deadline passes; yield one JSON-serialisable event."""
-        tracker = RequestTracker(self.request_id, self.log)
+        tracker = RequestTracker(self.request_id, self.log, submitted_at=self.submitted_at)
         try:
             while True:
                 outcome = await apoll_once(self.hook, tracker)
@@ -103,11 +120,19 @@ class SeedanceRequestTrigger(BaseTrigger):
 
     async def on_kill(self) -> None:
         """
-        Cancel the request when a user kills the deferred task (mark failed/success, clear). Best effort.
+        With ``cancel_on_kill``, cancel the request when a user kills the deferred task. Best effort.
 
-        Only queued requests can be cancelled; a running one goes on and is billed. Never called on a
-        triggerer restart or hand-over, which is why cancelling lives here and not in ``cleanup()``.
+        Airflow 3.3 calls this on mark failed/success and clear. Only queued requests can be cancelled; a
+        running one goes on and is billed. Never called on a triggerer restart or hand-over, which is why
+        cancelling lives here and not in ``cleanup()``. Without ``cancel_on_kill`` (the sensor's trigger)
+        the request is left alone: its owner decides.
         """
+        if not self.cancel_on_kill:
+            self.log.info(
+                "Deferred task killed: leaving Seedance request %s alone (this wait does not own it)",
+                self.request_id,
+            )
+            return
         try:
             outcome = await self.hook.acancel(self.request_id)
         except SeedanceError as exc:
@@ -122,19 +147,6 @@ class SeedanceRequestTrigger(BaseTrigger):
                 self.request_id,
                 outcome.outcome,
             )
-
-
-def _positive_seconds(value: object, name: str) -> float:
-    number = _finite_seconds(value, name)
-    if number <= 0:
-        raise SeedanceConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
-    return number
-
-
-def _finite_seconds(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SeedanceConfigurationError(f"{name} must be a finite number of seconds, got {value!r}")
-    return float(value)
 
 
 __all__ = ["SeedanceRequestTrigger"]

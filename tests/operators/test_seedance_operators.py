@@ -264,10 +264,13 @@ def test_defers_after_submit_with_id_stored_and_pushed(
     assert submit.body == EXPECTED_BODY
     assert submit.model_id == MODEL
     assert emulator.state.count("status") == 1  # checked once before deferring
+    submitted_at = store.values[STATE_KEY]["submitted_at"]
+    assert before <= submitted_at <= time.time()
     assert store.values[STATE_KEY] == {
         "request_id": request_id,
         "model_id": MODEL,
         "input_sha256": input_fingerprint(MODEL, EXPECTED_BODY),
+        "submitted_at": submitted_at,
     }
     assert store.retentions[STATE_KEY] == MIN_RETENTION
 
@@ -278,6 +281,9 @@ def test_defers_after_submit_with_id_stored_and_pushed(
     assert kwargs["seedance_conn_id"] == "seedance_default"
     assert kwargs["poll_interval"] == 0.05
     assert before + 600 <= kwargs["end_time"] <= time.time() + 600
+    # The operator owns the request it paid for: killing the deferred task cancels it (if still queued).
+    assert kwargs["cancel_on_kill"] is True
+    assert kwargs["submitted_at"] == submitted_at
     assert deferred.value.method_name == "execute_complete"
     assert deferred.value.kwargs == {"model_id": MODEL, "request_id": request_id, "stored": True}
     assert 600 < deferred.value.timeout.total_seconds() <= 600 + DEFER_TIMEOUT_GRACE_SECONDS

@@ -5,9 +5,11 @@ times=None)``, drawn from the emulator's seeded generator), on every endpoint it
 
 * ``DIRECT`` generations at hook/trigger level, as the triggerer runs them: ``asubmit`` + the real
   ``SeedanceRequestTrigger`` (most), or ``submit`` + the worker's ``wait_for_request`` loop in a thread
-  (some), all concurrently, with a few jobs stuck in the queue to hit the deadline-and-cancel path;
+  (some), all concurrently, with a few jobs stuck in the queue to hit the deadline-and-cancel path and some
+  that the API answers 404 for right after the submit (read-after-write lag);
 * ``DAG_RUNS`` full ``dag.test()`` runs of generate >> SeedanceToS3Operator pairs (deferrable and sync,
-  ``retries=1`` on every task), copying into moto, with random S3 ``UploadPart`` failures on large videos.
+  ``retries=1`` on every task), copying into moto, with random S3 ``UploadPart`` failures on large videos
+  and read-after-write lag on every generation.
 
 A few more direct generations use a connection whose token has a line break inside: refused when the
 connection is read, they must fail cleanly without a single request.
@@ -18,10 +20,11 @@ duplicates (more than one job for one logical generation: must be 0) and leftove
 unfinished multipart uploads: must be 0). Any other ending (an unexpected exception type, an empty message,
 a wait that outlived its deadline) counts as unclean and fails the test.
 
-Why the DAG runs' fault mix has no 404001 and no failing jobs: a retry that finds its stored request
-*failed* or *gone* (404) submits a new one by design (SPEC: "submit again only when it failed or is gone"),
-so those would be new logical generations, not duplicates. The fault matrix pins both behaviours; the
-direct generations (no task retries) get the full mix.
+Why the DAG runs' fault mix has no failing jobs: a retry that finds its stored request *failed* submits a
+new one by design (SPEC: "submit again only when it failed or is gone"), so those would be new logical
+generations, not duplicates. 404001 is in the mix everywhere: within the grace after the submit
+(``NOT_FOUND_GRACE_SECONDS``, far longer than a chaos generation) it is read-after-write lag, so a retry
+re-attaches instead of paying again. The fault matrix pins the "gone" case after the grace.
 """
 
 from __future__ import annotations
@@ -96,6 +99,12 @@ BIG_SHARE = 0.1
 STUCK_SHARE = 0.05
 """Share of the direct generations whose job never leaves the queue (deadline, then cancel)."""
 
+LAG_SHARE = 0.1
+"""Share of the direct generations that the API answers 404 for right after the submit."""
+
+LAG_SECONDS = 0.5
+"""The read-after-write lag of those jobs (``JobPlan.not_found_seconds``), and of every DAG-run job."""
+
 DAG_RUNS = 3
 PAIRS_PER_RUN = 4
 """Full DAG runs, each with this many generate >> store pairs."""
@@ -128,6 +137,7 @@ MiB = 1024 * 1024
 DIRECT_MODEL = "proof/chaos/direct"
 DIRECT_BIG_MODEL = "proof/chaos/direct-big"
 STUCK_MODEL = "proof/chaos/direct-stuck"
+LAG_MODEL = "proof/chaos/direct-lag"
 DAG_MODEL_SMALL = "proof/chaos/dag-small"
 DAG_MODEL_BIG = "proof/chaos/dag-big"
 
@@ -254,11 +264,14 @@ async def trigger_generation(marker: str, model_id: str) -> tuple[BaseException 
     try:
         submitted = await hook.asubmit(model_id, input_for(marker))
         request_id = submitted.request_id
+        # What the operator passes: the submit time, so a 404 right after it is read-after-write lag.
         trigger = SeedanceRequestTrigger(
             submitted.request_id,
             CHAOS_CONN_ID,
             poll_interval=0.15,
             end_time=time.time() + DEADLINE_SECONDS,
+            cancel_on_kill=True,
+            submitted_at=time.time(),
         )
         try:
             event = await asyncio.wait_for(trigger.run().__anext__(), DEADLINE_SECONDS + HANG_MARGIN_SECONDS)
@@ -293,7 +306,7 @@ def worker_generation(marker: str, model_id: str) -> tuple[BaseException | None,
         request_id = submitted.request_id
         outcome = wait_for_request(
             hook,
-            RequestTracker(submitted.request_id, log),
+            RequestTracker(submitted.request_id, log, submitted_at=time.time()),
             end_time=time.time() + DEADLINE_SECONDS,
             poll_interval=0.15,
         )
@@ -459,6 +472,8 @@ class ChaosReport:
     seconds: float
     direct_seconds: float
     bad_objects: list[str] = field(default_factory=list)
+    lag_answers: int = 0
+    lag_succeeded: int = 0
 
     def count(self, ending: Ending, path: str | None = None) -> int:
         """Count the generations that ended ``ending`` (on ``path``)."""
@@ -486,6 +501,10 @@ class ChaosReport:
         lines.append("clean failures by type: " + ", ".join(f"{k} {v}" for k, v in failures.most_common()))
         lines.append("faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(self.faults_hit.items())))
         lines.append(f"S3 UploadPart failures injected: {self.upload_parts_failed}")
+        lines.append(
+            f"404 answers of read-after-write lag (right after a submit): {self.lag_answers}; direct "
+            f"generations with lag that succeeded: {self.lag_succeeded}"
+        )
         lines.append(
             f"submit POSTs {sum(self.posts_per_marker.values())}, jobs started {sum(self.jobs_per_marker.values())}"
             f" (generations with no job: {sum(1 for g in self.generations if not self.jobs_per_marker[g.marker])})"
@@ -531,8 +550,12 @@ def chaos(module_patch: pytest.MonkeyPatch) -> Iterator[ChaosReport]:
                 True,
             ),
             STUCK_MODEL: (FAST.model_copy(update={"outcome": "stuck_in_queue"}), True),
-            DAG_MODEL_SMALL: (FAST, False),
-            DAG_MODEL_BIG: (FAST.model_copy(update={"video_size_bytes": 6 * MiB}), False),
+            LAG_MODEL: (FAST.model_copy(update={"not_found_seconds": LAG_SECONDS}), True),
+            DAG_MODEL_SMALL: (FAST.model_copy(update={"not_found_seconds": LAG_SECONDS}), True),
+            DAG_MODEL_BIG: (
+                FAST.model_copy(update={"video_size_bytes": 6 * MiB, "not_found_seconds": LAG_SECONDS}),
+                True,
+            ),
         }
         for model_id, (plan, with_not_found) in models.items():
             state.register_model(model_id)
@@ -550,6 +573,8 @@ def chaos(module_patch: pytest.MonkeyPatch) -> Iterator[ChaosReport]:
                 if draw < STUCK_SHARE
                 else DIRECT_BIG_MODEL
                 if draw < STUCK_SHARE + BIG_SHARE
+                else LAG_MODEL
+                if draw < STUCK_SHARE + BIG_SHARE + LAG_SHARE
                 else DIRECT_MODEL
             )
             copy = rng.random() < COPY_SHARE
@@ -567,6 +592,11 @@ def chaos(module_patch: pytest.MonkeyPatch) -> Iterator[ChaosReport]:
         jobs = Counter(_marker_of(job.body) for job in state.jobs())
         posts = Counter(_marker_of(r.body) for r in state.requests("submit"))
         hits = Counter(f"{r.endpoint}:{r.fault}" for r in state.requests() if r.fault)
+        # 404s no fault sent: the lag of the plans' not_found_seconds.
+        lag_answers = sum(
+            1 for r in state.requests() if r.status_code == 404 and not r.fault and r.endpoint != "download"
+        )
+        lagged = {marker for marker, _, model_id, _ in direct_plan if model_id == LAG_MODEL}
         # Every object must be a whole copy of one of the two files the emulator serves.
         served = {served_sha256(None), served_sha256(6 * MiB)}
         leftovers = s3_leftovers(s3, served=served)
@@ -587,6 +617,8 @@ def chaos(module_patch: pytest.MonkeyPatch) -> Iterator[ChaosReport]:
             seconds=seconds,
             direct_seconds=direct_seconds,
             bad_objects=bad,
+            lag_answers=lag_answers,
+            lag_succeeded=sum(1 for g in generations if g.marker in lagged and g.ending == "succeeded"),
         )
         print("\n" + report.render())
         yield report
@@ -662,3 +694,6 @@ def test_the_chaos_was_real(chaos: ChaosReport) -> None:
     assert chaos.count("succeeded") >= len(chaos.generations) // 2
     assert chaos.count("failed_cleanly") >= 10
     assert chaos.count("succeeded", "dag") >= 1
+    # Read-after-write lag was met (404 right after a submit) and did not end those waits.
+    assert chaos.lag_answers >= 10
+    assert chaos.lag_succeeded >= 1

@@ -34,6 +34,7 @@ from airflow_provider_seedance.exceptions import (
     SeedanceTimeoutError,
     SeedanceTransferError,
 )
+from airflow_provider_seedance.operators import _lifecycle as lifecycle
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.testing import Fault, JobPlan
 from airflow_provider_seedance.transfers.seedance_to_s3 import SeedanceToS3Operator
@@ -75,6 +76,16 @@ RETRY_AFTER = 0.3
 
 TASK_RETRIES = 2
 
+NOT_FOUND_GRACE = 3.0
+"""The matrix's read-after-write grace (``NOT_FOUND_GRACE_SECONDS``, 120 s in production), shortened so the
+cases where 404 outlasts it ("gone") finish in seconds."""
+
+LAG = 0.5
+"""Read-after-write lag of the lag cases (``JobPlan.not_found_seconds``): well within the grace."""
+
+RETRY_LAG = 2.0
+"""Lag of the case whose first try fails while the API still answers 404: the retry meets it too."""
+
 
 def http(status: int, code: int | None = None, **kwargs: Any) -> Fault:
     """Return an ``http_error`` fault answering ``status`` (with RunComfy ``error_code`` ``code``)."""
@@ -115,6 +126,7 @@ class OperatorCase:
     :param timeout: the operator's deadline, seconds.
     :param replaced: every try after the first submits anew because the API called the stored request gone.
     :param max_try_seconds: the last try must take less than this (``None``: not checked).
+    :param lagged: the API answered 404 (no fault: the plan's read-after-write lag) for the status reads.
     """
 
     id: str
@@ -136,6 +148,7 @@ class OperatorCase:
     timeout: float = 15.0
     replaced: bool = False
     max_try_seconds: float | None = None
+    lagged: bool = False
 
     @property
     def model_id(self) -> str:
@@ -297,14 +310,9 @@ def _read_cases(endpoint: Literal["status", "result"]) -> list[OperatorCase]:
             faulted=1,
             **reattached,
         ),
-        OperatorCase(
-            f"{endpoint}-404001",
-            http(404, 404001, times=1, **first),
-            error=SeedanceRequestFailedError,
-            says=("was not found by the API", "expired"),
-            faulted=1,
-            **reattached,
-        ),
+        # A 404 right after the submit (status), or right after the run was seen over (result), is the API's
+        # read-after-write lag: polling goes on, nothing fails, nothing is submitted again.
+        OperatorCase(f"{endpoint}-404001", http(404, 404001, times=1, **first), faulted=1, **ok),
         OperatorCase(
             f"{endpoint}-401",
             http(401, 400004, times=1, **first),
@@ -327,9 +335,33 @@ def _read_cases(endpoint: Literal["status", "result"]) -> list[OperatorCase]:
         cases.append(
             OperatorCase("status-unknown", Fault(kind="unknown_status", endpoint="status", times=None), **ok)
         )
-        # The API keeps calling the request unknown/expired (404001): each retry takes it as gone and, by
-        # design (SPEC: "submit again only when it failed or is gone"), submits a new one. The one fault
-        # after which a retry pays again: documented in docs/reliability.md.
+        # Read-after-write lag from the job plan: every read answers 404 for LAG s after the submit.
+        cases.append(
+            OperatorCase(
+                "status-404-lag",
+                None,
+                plan=FAST.model_copy(update={"not_found_seconds": LAG}),
+                lagged=True,
+                **ok,
+            )
+        )
+        # Try 1 fails (401 while polling) while the API still answers 404 for the request: the retry, within
+        # the grace after the stored submit time, re-attaches instead of taking it as gone and paying again.
+        cases.append(
+            OperatorCase(
+                "status-404-lag-retry",
+                http(401, 400004, endpoint="status", times=1, skip=1),
+                error=SeedanceRequestFailedError,
+                says=("HTTP 401",),
+                faulted=1,
+                plan=FAST.model_copy(update={"not_found_seconds": RETRY_LAG}),
+                lagged=True,
+                **reattached,
+            )
+        )
+        # The API keeps calling the request unknown/expired (404001) past the grace: each try takes it as
+        # gone and, by design (SPEC: "submit again only when it failed or is gone"), submits a new one. The
+        # one fault after which a retry pays again: documented in docs/reliability.md.
         cases.append(
             OperatorCase(
                 "status-404001-always",
@@ -428,13 +460,21 @@ def _sync_cases() -> list[OperatorCase]:
             "sync-status-404001",
             http(404, 404001, endpoint="status", times=1, skip=1),
             "success",
-            tries=2,
+            tries=1,
             posts=1,
             jobs=1,
-            error=SeedanceRequestFailedError,
-            says=("was not found by the API",),
-            names_request=True,
             faulted=1,
+            deferrable=False,
+        ),
+        OperatorCase(
+            "sync-status-404-lag",
+            None,
+            "success",
+            tries=1,
+            posts=1,
+            jobs=1,
+            plan=FAST.model_copy(update={"not_found_seconds": LAG}),
+            lagged=True,
             deferrable=False,
         ),
         OperatorCase(
@@ -585,6 +625,14 @@ def _transfer_cases() -> list[TransferCase]:
             for s in (500, 502, 503)
         ],
         TransferCase("download-drop", Fault(kind="drop", endpoint="download", times=2), "success", faulted=2),
+        # /result says "completed" with the output (not "succeeded"): the generation and the copy both take it
+        # as the success it is (one success rule).
+        TransferCase(
+            "result-completed",
+            None,
+            "success",
+            plan=FAST.model_copy(update={"succeeded_status_on_result_endpoint": "completed"}),
+        ),
         TransferCase(
             "download-timeout", slow(endpoint="download", times=1), "success", faulted=1, download_timeout=0.5
         ),
@@ -702,6 +750,7 @@ def matrix(module_emulator: SeedanceEmulator, module_patch: pytest.MonkeyPatch) 
         {f"matrix/{c.id}/": c.upload_part_failures for c in TRANSFER_CASES if c.upload_part_failures != 0}
     )
     upload_faults.install(module_patch)
+    module_patch.setattr(lifecycle, "NOT_FOUND_GRACE_SECONDS", NOT_FOUND_GRACE)
     callbacks: dict[str, Any] = {
         "retries": TASK_RETRIES,
         "retry_delay": timedelta(0),
@@ -806,6 +855,10 @@ def test_generation_fault(matrix: MatrixRun, case: OperatorCase) -> None:
     if case.faulted is not None:
         hit = [r for r in calls_of(matrix.emulator, case.phase, case.model_id) if r.fault]
         assert len(hit) == case.faulted
+    lag = [
+        r for r in calls_of(matrix.emulator, "status", case.model_id) if r.status_code == 404 and not r.fault
+    ]
+    assert bool(lag) is case.lagged
 
     first = _check_failures(
         matrix.failures(case.id),

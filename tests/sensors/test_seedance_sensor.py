@@ -15,7 +15,7 @@ from airflow_provider_seedance.hooks.seedance import SeedanceHook
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.sensors.seedance import SeedanceRequestSensor
-from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
+from airflow_provider_seedance.testing import Fault, JobPlan, SeedanceEmulator
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
 from tests.operators._dag_support import (
     IMAGE,
@@ -180,3 +180,75 @@ def test_sensor_fails_when_the_request_fails(
         SeedanceRequestSensor(task_id="wait", request_id=request_id, deferrable=deferrable, poll_interval=0.1)
     dag_run = run_dag(dag)
     assert str(task_instances(dag_run)[("wait", -1)].state) == "failed"
+
+
+# -- ownership: the sensor never cancels ------------------------------------------------------------------
+
+
+async def test_killing_the_deferred_sensor_cancels_nothing(
+    emulator: SeedanceEmulator, seedance_conn: str
+) -> None:
+    # Airflow 3.3 calls the trigger's on_kill when a deferred sensor is marked failed/success or cleared.
+    request_id = submit(emulator, STUCK)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor(request_id, deferrable=True).execute(make_context())
+    _, kwargs = deferred.value.trigger.serialize()
+    assert kwargs["cancel_on_kill"] is False
+
+    # What the triggerer runs: the trigger rebuilt from the stored kwargs.
+    rebuilt = SeedanceRequestTrigger(**kwargs)
+    await rebuilt.on_kill()
+    assert emulator.state.count("cancel") == 0
+    hook = SeedanceHook()
+    try:
+        assert hook.get_status(request_id).status == "in_queue"
+    finally:
+        hook.close()
+
+
+# -- soft_fail / never_fail: the same outcome before and after deferral ---------------------------------
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize(
+    ("when", "flags"),
+    [
+        ("before-deferral", {"soft_fail": True}),
+        ("after-deferral", {"soft_fail": True}),
+        ("before-deferral", {"never_fail": True}),
+        ("after-deferral", {"never_fail": True}),
+    ],
+    ids=["soft_fail-first-check", "soft_fail-trigger", "never_fail-first-check", "never_fail-trigger"],
+)
+def test_the_same_failure_gets_the_same_outcome_before_and_after_deferral(
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs, when: str, flags: dict[str, bool]
+) -> None:
+    # One failure (the API answers with an error body), met by the sensor's own first check or by the
+    # trigger after deferral: skip=1 lets the first check through.
+    request_id = submit(emulator, JobPlan(queue_seconds=0, run_seconds=60, outcome="stuck_running"))
+    skip = 0 if when == "before-deferral" else 1
+    emulator.add_fault(Fault(kind="error_200", endpoint="status", skip=skip, times=None))
+    with DAG(unique_dag_id("seedance_sensor_soft"), schedule=None, start_date=START, catchup=False) as dag:
+        SeedanceRequestSensor(
+            task_id="wait", request_id=request_id, deferrable=True, poll_interval=0.1, **flags
+        )
+    dag_run = run_dag(dag)
+
+    assert str(task_instances(dag_run)[("wait", -1)].state) == "skipped"
+    assert ("[DAG TEST] running trigger in line" in logs.text()) is (when == "after-deferral")
+    assert emulator.state.count("cancel") == 0
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_soft_fail_skips_a_request_that_failed_before_the_first_check(
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs
+) -> None:
+    request_id = submit(emulator, JobPlan(queue_seconds=0, run_seconds=0, outcome="fail", error="bad frame"))
+    with DAG(unique_dag_id("seedance_sensor_soft"), schedule=None, start_date=START, catchup=False) as dag:
+        SeedanceRequestSensor(
+            task_id="wait", request_id=request_id, deferrable=True, poll_interval=0.1, soft_fail=True
+        )
+    dag_run = run_dag(dag)
+
+    assert str(task_instances(dag_run)[("wait", -1)].state) == "skipped"
+    assert "[DAG TEST] running trigger in line" not in logs.text()

@@ -206,6 +206,29 @@ def test_failed_runs(client: httpx.Client, emu: SeedanceEmulator, status_style: 
     assert result["finished_at"] is not None
 
 
+def test_result_can_say_completed_for_a_succeeded_run(client: httpx.Client, emu: SeedanceEmulator) -> None:
+    emu.set_plan(JobPlan(queue_seconds=0, run_seconds=0, succeeded_status_on_result_endpoint="completed"))
+    request_id = submit(client)
+    result = client.get(f"/v1/requests/{request_id}/result").json()
+    assert result["status"] == "completed"
+    assert result["output"] == {"video": f"{emu.base_url}/files/{request_id}/0.mp4"}
+    assert "error" not in result
+
+
+def test_read_after_write_lag(client: httpx.Client, emu: SeedanceEmulator, clock: FakeClock) -> None:
+    emu.set_plan(JobPlan(queue_seconds=0, run_seconds=1, not_found_seconds=2))
+    request_id = submit(client)
+    for method, suffix in [("GET", "status"), ("GET", "result"), ("POST", "cancel")]:
+        answer = client.request(method, f"/v1/requests/{request_id}/{suffix}")
+        assert answer.status_code == 404
+        assert answer.json()["error_code"] == 404001
+    # The job exists all along (it runs and is billed); the API just does not show it yet.
+    assert emu.state.get_job(request_id).phase == "in_progress"
+    clock.advance(2)
+    assert client.get(f"/v1/requests/{request_id}/status").json()["status"] == "completed"
+    assert client.get(f"/v1/requests/{request_id}/result").json()["status"] == "succeeded"
+
+
 def test_stuck_jobs(client: httpx.Client, emu: SeedanceEmulator, clock: FakeClock) -> None:
     emu.plan_next(JobPlan(queue_seconds=1, run_seconds=1, outcome="stuck_in_queue"))
     emu.plan_next(JobPlan(queue_seconds=0, run_seconds=1, outcome="stuck_running"))

@@ -16,6 +16,7 @@ from airflow_provider_seedance.models import (
     RequestStatus,
     SeedanceTriggerEvent,
 )
+from airflow_provider_seedance.operators import _lifecycle as lifecycle
 from airflow_provider_seedance.testing import Fault, JobPlan, SeedanceEmulator
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
 from tests._support import conn_json
@@ -37,8 +38,12 @@ def submit(emulator: SeedanceEmulator, plan: JobPlan | None = None) -> str:
         hook.close()
 
 
-def trigger_for(request_id: str, seconds: float = 15.0, poll: float = POLL) -> SeedanceRequestTrigger:
-    return SeedanceRequestTrigger(request_id=request_id, poll_interval=poll, end_time=time.time() + seconds)
+def trigger_for(
+    request_id: str, seconds: float = 15.0, poll: float = POLL, **kwargs: Any
+) -> SeedanceRequestTrigger:
+    return SeedanceRequestTrigger(
+        request_id=request_id, poll_interval=poll, end_time=time.time() + seconds, **kwargs
+    )
 
 
 async def first_event(trigger: SeedanceRequestTrigger, limit: float = 20.0) -> dict[str, Any]:
@@ -54,7 +59,14 @@ async def first_event(trigger: SeedanceRequestTrigger, limit: float = 20.0) -> d
 
 
 def test_serialize_returns_only_ids_and_timings_and_round_trips() -> None:
-    trigger = SeedanceRequestTrigger("req_123-abc", "my_conn", poll_interval=2.5, end_time=1_800_000_000.5)
+    trigger = SeedanceRequestTrigger(
+        "req_123-abc",
+        "my_conn",
+        poll_interval=2.5,
+        end_time=1_800_000_000.5,
+        cancel_on_kill=True,
+        submitted_at=1_799_999_000.25,
+    )
     classpath, kwargs = trigger.serialize()
     assert classpath == CLASSPATH
     assert kwargs == {
@@ -62,6 +74,8 @@ def test_serialize_returns_only_ids_and_timings_and_round_trips() -> None:
         "seedance_conn_id": "my_conn",
         "poll_interval": 2.5,
         "end_time": 1_800_000_000.5,
+        "cancel_on_kill": True,
+        "submitted_at": 1_799_999_000.25,
     }
     rebuilt = SeedanceRequestTrigger(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
@@ -76,7 +90,31 @@ def test_serialize_without_deadline() -> None:
         "seedance_conn_id": "seedance_default",
         "poll_interval": 10.0,
         "end_time": None,
+        "cancel_on_kill": False,
+        "submitted_at": None,
     }
+
+
+def test_kwargs_serialised_by_an_earlier_version_still_rebuild() -> None:
+    # A triggerer upgraded while tasks are deferred rebuilds triggers from the kwargs stored before.
+    old = {"request_id": "abc", "seedance_conn_id": "c", "poll_interval": 5.0, "end_time": 1_800_000_000.0}
+    trigger = SeedanceRequestTrigger(**old)
+    # The safe reading of a kwargs row that does not say who owns the request: cancel nothing.
+    assert trigger.cancel_on_kill is False
+    assert trigger.submitted_at is None
+    assert trigger.serialize()[1] == {**old, "cancel_on_kill": False, "submitted_at": None}
+
+
+@pytest.mark.parametrize("cancel_on_kill", [1, "yes", None])
+def test_rejects_non_bool_cancel_on_kill(cancel_on_kill: Any) -> None:
+    with pytest.raises(SeedanceConfigurationError, match="cancel_on_kill"):
+        SeedanceRequestTrigger(request_id="abc", cancel_on_kill=cancel_on_kill)
+
+
+@pytest.mark.parametrize("submitted_at", [float("nan"), float("inf"), "now", True])
+def test_rejects_bad_submitted_at(submitted_at: Any) -> None:
+    with pytest.raises(SeedanceConfigurationError, match="submitted_at"):
+        SeedanceRequestTrigger(request_id="abc", submitted_at=submitted_at)
 
 
 @pytest.mark.parametrize("request_id", ["", "has space", "../etc", "x" * 129, None, 42])
@@ -232,6 +270,71 @@ async def test_succeeded_without_video(emulator: SeedanceEmulator, seedance_conn
     assert "holds no video URL" in payload["message"]
 
 
+# -- "not found" right after the submit, and right after the end ---------------------------------------------
+
+
+async def test_not_found_right_after_submit_is_read_after_write_lag(
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs
+) -> None:
+    submitted_at = time.time()
+    request_id = submit(emulator, JobPlan(queue_seconds=0, run_seconds=0.1, not_found_seconds=0.4))
+    payload = await first_event(trigger_for(request_id, submitted_at=submitted_at))
+
+    assert payload["status"] == "succeeded"
+    lagged = [r for r in emulator.state.requests("status") if r.status_code == 404]
+    assert len(lagged) >= 2
+    # One warning for the lag, not one per poll.
+    assert len(logs.lines("read-after-write lag")) == 1
+
+
+async def test_not_found_without_a_submit_time_is_gone_at_once(
+    emulator: SeedanceEmulator, seedance_conn: str
+) -> None:
+    # A trigger that does not know when the request was accepted cannot tell lag from gone.
+    request_id = submit(emulator, JobPlan(queue_seconds=0, run_seconds=0.1, not_found_seconds=30))
+    payload = await first_event(trigger_for(request_id))
+    assert payload["status"] == "error"
+    assert "was not found by the API" in payload["message"]
+    assert emulator.state.count("status") == 1
+
+
+async def test_not_found_after_the_grace_is_gone(
+    emulator: SeedanceEmulator, seedance_conn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "NOT_FOUND_GRACE_SECONDS", 0.3)
+    request_id = submit(emulator, JobPlan(queue_seconds=0, run_seconds=0.1, not_found_seconds=30))
+    started = time.monotonic()
+    payload = await first_event(trigger_for(request_id, submitted_at=time.time()))
+
+    assert payload["status"] == "error"
+    assert "was not found by the API" in payload["message"]
+    assert 0.3 <= time.monotonic() - started < 30  # the patched grace, not the default 120 s
+    assert emulator.state.count("status") >= 3
+
+
+async def test_not_found_on_the_result_just_after_the_end_is_lag(
+    emulator: SeedanceEmulator, seedance_conn: str
+) -> None:
+    # No submit time known (the sensor's case): the grace after "completed" still covers the result read.
+    request_id = submit(emulator, JobPlan(queue_seconds=0, run_seconds=0.05))
+    emulator.add_fault(
+        Fault(kind="http_error", endpoint="result", status_code=404, error_code=404001, times=2)
+    )
+    payload = await first_event(trigger_for(request_id))
+    assert payload["status"] == "succeeded"
+    assert emulator.state.count("result") == 3
+
+
+async def test_a_clock_ahead_does_not_stretch_the_grace(
+    emulator: SeedanceEmulator, seedance_conn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A submit time from a worker whose clock runs an hour ahead counts as "now", not as an hour of grace.
+    monkeypatch.setattr(lifecycle, "NOT_FOUND_GRACE_SECONDS", 0.3)
+    request_id = submit(emulator, JobPlan(queue_seconds=0, run_seconds=0.1, not_found_seconds=30))
+    payload = await first_event(trigger_for(request_id, submitted_at=time.time() + 3600), limit=5)
+    assert payload["status"] == "error"
+
+
 # -- transient faults --------------------------------------------------------------------------------------
 
 
@@ -300,7 +403,7 @@ async def test_logs_state_changes_not_every_poll(
 
 async def test_on_kill_cancels_a_queued_request(emulator: SeedanceEmulator, seedance_conn: str) -> None:
     request_id = submit(emulator, JobPlan(queue_seconds=30, run_seconds=1, outcome="stuck_in_queue"))
-    trigger = trigger_for(request_id)
+    trigger = trigger_for(request_id, cancel_on_kill=True)
     run = asyncio.ensure_future(trigger.run().__anext__())
     await asyncio.sleep(0.2)
     run.cancel()
@@ -319,7 +422,7 @@ async def test_on_kill_of_a_running_request_is_logged_not_raised(
 ) -> None:
     request_id = submit(emulator, JobPlan(queue_seconds=0, run_seconds=60, outcome="stuck_running"))
     await asyncio.sleep(0.1)
-    await trigger_for(request_id).on_kill()
+    await trigger_for(request_id, cancel_on_kill=True).on_kill()
     assert emulator.state.count("cancel") == 1
     assert len(logs.lines("could not be cancelled")) == 1
 
@@ -329,9 +432,23 @@ async def test_on_kill_survives_an_api_outage(
 ) -> None:
     request_id = submit(emulator, JobPlan(queue_seconds=30, run_seconds=1, outcome="stuck_in_queue"))
     emulator.add_fault(Fault(kind="http_error", endpoint="cancel", status_code=503, times=None))
-    await trigger_for(request_id).on_kill()
+    await trigger_for(request_id, cancel_on_kill=True).on_kill()
     assert len(logs.lines(f"Could not cancel Seedance request {request_id}")) == 1
     assert emulator.state.count("cancel") == 4  # the hook retried it
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"cancel_on_kill": False}], ids=["default", "explicit"])
+async def test_on_kill_without_cancel_on_kill_leaves_the_request_alone(
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs, kwargs: dict[str, Any]
+) -> None:
+    # The sensor's trigger (and a direct user's, by default): the request belongs to someone else.
+    request_id = submit(emulator, JobPlan(queue_seconds=30, run_seconds=1, outcome="stuck_in_queue"))
+    await trigger_for(request_id, **kwargs).on_kill()
+    assert emulator.state.count("cancel") == 0
+    hook = SeedanceHook()
+    assert hook.get_status(request_id).state is RequestStatus.IN_QUEUE
+    hook.close()
+    assert len(logs.lines(f"leaving Seedance request {request_id} alone")) == 1
 
 
 # -- scale -------------------------------------------------------------------------------------------------
