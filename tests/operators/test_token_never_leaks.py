@@ -67,7 +67,14 @@ def test_trigger_kwargs_repr_and_event_hold_no_token(
     assert f"Seedance request {trigger.request_id} succeeded" in output  # and the trigger's
     exposed.append(output)
     assert all(TEST_TOKEN not in text for text in exposed)
-    assert set(kwargs) == {"request_id", "seedance_conn_id", "poll_interval", "end_time"}
+    assert set(kwargs) == {
+        "request_id",
+        "seedance_conn_id",
+        "poll_interval",
+        "end_time",
+        "cancel_on_kill",
+        "submitted_at",
+    }
 
 
 @pytest.mark.parametrize("outcome", ["succeed", "fail"])
