@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_seedance.catalog import (
     SEEDANCE_1_LITE_I2V_MODEL_ID,
@@ -31,11 +32,6 @@ from airflow_provider_seedance.models import (
 )
 from airflow_provider_seedance.testing import Fault
 from tests._support import TEST_TOKEN
-
-try:
-    from airflow.sdk.exceptions import AirflowFailException
-except ImportError:  # Airflow 3.0/3.1
-    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from airflow_provider_seedance.testing import SeedanceEmulator

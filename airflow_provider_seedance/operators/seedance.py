@@ -74,6 +74,7 @@ from airflow_provider_seedance.operators._request_store import (
     request_store_for,
 )
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
+from airflow_provider_seedance.version_compat import TaskDeferralTimeout
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -115,10 +116,7 @@ class SeedanceVideoLink(BaseOperatorLink):
         known = operator.__dict__.get(VIDEO_URL_ATTRIBUTE, _UNKNOWN)
         if known is not _UNKNOWN:
             return video_link({"video_url": known})
-        try:
-            from airflow.sdk.execution_time.xcom import XCom
-        except ImportError:  # Airflow 3.0 resolves links on the API server, with the core XCom model.
-            from airflow.models.xcom import XCom  # type: ignore[no-redef]
+        from airflow.providers.common.compat.sdk import XCom
 
         return video_link(XCom.get_value(ti_key=ti_key, key="return_value"))
 
@@ -308,10 +306,6 @@ class SeedanceBaseOperator(BaseOperator):
         :param next_kwargs: its keyword arguments.
         :param context: the task context.
         """
-        try:
-            from airflow.sdk.exceptions import TaskDeferralTimeout
-        except ImportError:  # Airflow 3.0
-            from airflow.exceptions import TaskDeferralTimeout  # type: ignore[no-redef,attr-defined]
         try:
             return super().resume_execution(next_method, next_kwargs, context)
         except TaskDeferralTimeout as exc:

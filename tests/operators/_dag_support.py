@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
+from tests._compat import store_serialized_dag
 from tests._support import TEST_TOKEN
 
 if TYPE_CHECKING:
@@ -51,16 +52,7 @@ def run_dag(dag: Any) -> Any:
 
     Returns the DagRun.
     """
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    DagBundlesManager().sync_bundles_to_db()
-    with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
+    store_serialized_dag(dag)
     return dag.test()
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import TaskDeferred
 
 from airflow_provider_seedance.catalog import SEEDANCE_2_PRO_MODEL_ID, Seedance2ProInput
 from airflow_provider_seedance.exceptions import (
