@@ -27,22 +27,26 @@ def store_serialized_dag(dag: Any) -> None:
     """
     Write ``dag`` into the metadata DB as the dag-processor would (``dag.test()`` needs it serialized).
 
-    Airflow 3.1 added the ``parse_duration`` argument of ``update_dag_parsing_results_in_db``.
+    Airflow 3.1 added ``LazyDeserializedDAG.from_dag`` and the ``parse_duration`` argument of
+    ``update_dag_parsing_results_in_db``.
 
     :param dag: the DAG.
     """
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG, SerializedDAG
     from airflow.utils.session import create_session
 
     DagBundlesManager().sync_bundles_to_db()
-    timing: dict[str, Any] = {"parse_duration": None} if AIRFLOW_V_3_1_PLUS else {}
+    if AIRFLOW_V_3_1_PLUS:
+        lazy, timing = LazyDeserializedDAG.from_dag(dag), {"parse_duration": None}
+    else:
+        lazy, timing = LazyDeserializedDAG(data=SerializedDAG.to_dict(dag)), {}
     with create_session() as session:
         update_dag_parsing_results_in_db(
             bundle_name="dags-folder",
             bundle_version=None,
-            dags=[LazyDeserializedDAG.from_dag(dag)],
+            dags=[lazy],
             import_errors={},
             warnings=set(),
             session=session,

@@ -95,8 +95,16 @@ class CapturedLogs:
         return "\n".join([*self.structlog_lines, *(r.getMessage() for r in self.caplog.records)])
 
     def lines(self, text: str = "") -> list[str]:
-        """The captured lines holding ``text`` (stdlib records that structlog also rendered count twice)."""
-        return [line for line in self.structlog_lines if text in line]
+        """The captured lines holding ``text``, each log event once."""
+        rendered = [line for line in self.structlog_lines if text in line]
+        # Airflow 3.1+ render stdlib records through structlog too; 3.0 leaves them to stdlib's handlers,
+        # so a record structlog did not render counts from caplog.
+        unrendered = [
+            message
+            for message in (record.getMessage() for record in self.caplog.records)
+            if text in message and not any(message in line for line in rendered)
+        ]
+        return rendered + unrendered
 
 
 _WRITER_METHODS = (

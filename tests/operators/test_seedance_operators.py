@@ -25,7 +25,6 @@ from airflow_provider_seedance.operators._request_store import (
     MIN_RETENTION,
     STATE_KEY,
     input_fingerprint,
-    variable_key,
 )
 from airflow_provider_seedance.operators.seedance import (
     SeedanceImageToVideoOperator,
@@ -631,14 +630,6 @@ def test_garbage_in_the_store_counts_as_nothing_stored(
     with pytest.raises(TaskDeferred):
         i2v().execute(make_context(store=store))
     assert emulator.state.count("submit") == 1
-
-
-def test_variable_key_is_per_task_instance_and_bounded() -> None:
-    assert variable_key("d", "t", "manual__2025", -1) == "seedance_request.d.t.manual__2025.-1"
-    assert variable_key("d", "t", "r", 3) != variable_key("d", "t", "r", 4)
-    long = variable_key("d" * 250, "t" * 250, "r", 0)
-    assert len(long) <= 250
-    assert long != variable_key("d" * 250, "t" * 250, "r", 1)
 
 
 # -- extra link ----------------------------------------------------------------------------------------------
