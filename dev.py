@@ -43,14 +43,11 @@ AIRFLOW_RELEASES: dict[str, str] = {
     "3.3.2": "2026-10-08",  # uploaded 2026-09-17; the locked version (uv.lock), tested in .venv
 }
 NEWER_THAN_RELEASE: dict[str, str] = {
-    # Packages resolved at a later date than an old release's (never earlier than its own date):
-    # - the provider needs common-compat newer than Airflow 3.0.6's date; a user adding the provider gets
-    #   it upgraded. The date admits exactly the lower bound (1.12.0, uploaded 2026-01-17), so the oldest
-    #   release also proves that bound.
+    # Packages resolved at a later date than an old release's (never earlier than its own date). The
+    # provider needs common-compat newer than Airflow 3.0.6's date; a user adding the provider gets it
+    # upgraded. The date admits exactly the lower bound (1.12.0, uploaded 2026-01-17), so the oldest
+    # release also proves that bound.
     "apache-airflow-providers-common-compat": "2026-01-18",
-    # - moto is the tests' S3 stand-in, in no user's install. Before 5.2 it answers GetObject on a
-    #   multipart upload with a whole-object CRC32 that botocore then rejects (FlexibleChecksumError).
-    "moto": "2026-10-08",
 }
 MATRIX_DIR = ROOT / ".venv-matrix"
 MATRIX_SKIPPED_DIRS = ("system", "benchmarks")

@@ -41,6 +41,9 @@ def store_serialized_dag(dag: Any) -> None:
     if AIRFLOW_V_3_1_PLUS:
         lazy, timing = LazyDeserializedDAG.from_dag(dag), {"parse_duration": None}
     else:
+        # As 3.0's DagBag does for a file outside any bundle; the DAG table needs it.
+        if dag.relative_fileloc is None:
+            dag.relative_fileloc = dag.fileloc
         lazy, timing = LazyDeserializedDAG(data=SerializedDAG.to_dict(dag)), {}
     with create_session() as session:
         update_dag_parsing_results_in_db(
