@@ -5,14 +5,25 @@ Needs only Python 3.10+. The first run creates ``.venv`` (or ``$SEEDANCE_VENV``)
 and syncs the locked dependencies (``uv.lock``); later runs reuse it and only sync what changed.
 
     python3 dev.py demo [--real] [...]   # run the flagship example DAG end to end (see docs/quickstart.md)
-    python3 dev.py test [pytest args]    # lint, format check, type check, then the whole pytest suite
+    python3 dev.py test                  # lint, type check, the whole suite on the locked Airflow
+    python3 dev.py test --matrix         # the same, then every other supported Airflow release
+    python3 dev.py test --airflow 3.1.8  # one supported Airflow release only (see AIRFLOW_RELEASES)
+    python3 dev.py test [pytest args]    # lint, type check, then pytest with these arguments, locked only
+
+The matrix runs every release in ``AIRFLOW_RELEASES`` other than the locked one in its own virtualenv,
+``.venv-matrix/<version>``, built once with uv from the package index as it was on that release's date
+(``--exclude-newer``) and reused while its inputs are unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -21,6 +32,33 @@ VENV = Path(os.environ.get("SEEDANCE_VENV", ROOT / ".venv"))
 UV_VERSION = "0.13.9"
 EXTRAS = ("dev", "amazon")
 PYTEST_NO_TESTS = 5
+
+AIRFLOW_RELEASES: dict[str, str] = {
+    # Every supported Airflow minor release at its latest patch -> the package index date its test
+    # environment is resolved at (``uv --exclude-newer``): about three weeks after the release's upload, so
+    # its dependencies are the ones its users installed. Today's newest packages break older releases by
+    # themselves (Airflow 3.2.2 with 2026-12 packages fails dag.test() with a PydanticUserError).
+    "3.0.6": "2025-09-20",  # uploaded 2025-08-29
+    "3.1.8": "2026-04-01",  # uploaded 2026-03-11
+    "3.2.2": "2026-06-20",  # uploaded 2026-05-29
+    "3.3.2": "2026-10-08",  # uploaded 2026-09-17; the locked version (uv.lock), tested in .venv
+}
+NEWER_THAN_RELEASE: dict[str, str] = {
+    # Packages resolved at a later date than an old release's (never earlier than its own date). The
+    # provider needs common-compat newer than Airflow 3.0.6's date; a user adding the provider gets it
+    # upgraded. The date admits exactly the lower bound (1.12.0, uploaded 2026-01-17), so the oldest
+    # release also proves that bound.
+    "apache-airflow-providers-common-compat": "2026-01-18",
+}
+MATRIX_DIR = ROOT / ".venv-matrix"
+MATRIX_SKIPPED_DIRS = ("system", "benchmarks")
+"""Test folders that run on the locked release only (real-process and benchmark suites)."""
+MATRIX_SYSTEM_TESTS = (
+    # The flagship DAG: parsed, run with dag.test(), and through a real scheduler, dag-processor and
+    # triggerer (the demo's default mode, which also reads the run back through the REST API).
+    "tests/system/test_flagship_dag.py",
+    "tests/system/test_demo.py::test_default_demo_runs_the_flagship_dag_end_to_end",
+)
 
 
 def _bin(name: str) -> Path:
@@ -83,8 +121,135 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+def _pytest(python: Path, args: list[str], env: dict[str, str]) -> int:
+    code = _run([python, "-m", "pytest", *args], env=env)
+    if code == PYTEST_NO_TESTS:
+        print("FAILED: pytest collected no tests.", flush=True)
+        return 1
+    return code
+
+
+def locked_airflow_version() -> str:
+    """Return the Airflow version pinned in ``uv.lock`` (the one ``.venv`` runs)."""
+    lock = (ROOT / "uv.lock").read_text()
+    match = re.search(r'^name = "apache-airflow"\nversion = "([^"]+)"', lock, flags=re.MULTILINE)
+    if not match:
+        sys.exit("uv.lock pins no apache-airflow version.")
+    return match.group(1)
+
+
+def matrix_tests() -> list[str]:
+    """Return the pytest arguments run on every release besides the locked one: unit, dag.test(), flagship."""
+    tests = ROOT / "tests"
+    # Named one by one: pytest drops a folder argument when a file inside it is named too.
+    units = [
+        p.relative_to(ROOT).as_posix()
+        for p in sorted(tests.iterdir())
+        if (p.is_dir() and p.name not in MATRIX_SKIPPED_DIRS and any(p.glob("test_*.py")))
+        or (p.is_file() and p.name.startswith("test_") and p.suffix == ".py")
+    ]
+    return [*units, *MATRIX_SYSTEM_TESTS]
+
+
+def _matrix_python(version: str) -> Path:
+    scripts = "Scripts" if os.name == "nt" else "bin"
+    return MATRIX_DIR / version / scripts / ("python.exe" if os.name == "nt" else "python")
+
+
+def _matrix_inputs(version: str) -> str:
+    """Return what a matrix virtualenv is built from; a change rebuilds it."""
+    project = (ROOT / "pyproject.toml").read_bytes()
+    return json.dumps(
+        {
+            "airflow": version,
+            "date": AIRFLOW_RELEASES[version],
+            "newer": NEWER_THAN_RELEASE,
+            "extras": EXTRAS,
+            "python": sys.version,
+            "uv": UV_VERSION,
+            "pyproject": hashlib.sha256(project).hexdigest(),
+        },
+        sort_keys=True,
+    )
+
+
+def build_matrix_venv(version: str) -> Path:
+    """
+    Create (or reuse) ``.venv-matrix/<version>``: Airflow ``version`` and the provider, resolved at its date.
+
+    :param version: a key of :data:`AIRFLOW_RELEASES`.
+    """
+    target = MATRIX_DIR / version
+    python = _matrix_python(version)
+    stamp = target / "seedance-matrix.json"
+    inputs = _matrix_inputs(version)
+    if python.exists() and stamp.exists() and stamp.read_text() == inputs:
+        print(f"Reusing {target} (Airflow {version}).", flush=True)
+        return python
+    date = AIRFLOW_RELEASES[version]
+    env = dict(os.environ)
+    for name in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "UV_SYSTEM_PYTHON", "UV_EXCLUDE_NEWER"):
+        env.pop(name, None)
+    uv = _bin("uv")
+    if _run([uv, "venv", "--quiet", "--clear", "--python", sys.executable, target], env=env):
+        sys.exit(f"Could not create {target}.")
+    cmd: list[str | Path] = [uv, "pip", "install", "--quiet", "--python", python]
+    cmd += ["--exclude-newer", f"{date}T00:00:00Z"]
+    for package, newer in NEWER_THAN_RELEASE.items():
+        cmd += ["--exclude-newer-package", f"{package}={max(newer, date)}T00:00:00Z"]
+    cmd += ["--editable", f".[{','.join(EXTRAS)}]", f"apache-airflow=={version}"]
+    if _run(cmd, env=env):
+        sys.exit(f"Could not install Airflow {version} into {target}; see the output above.")
+    stamp.write_text(inputs)
+    return python
+
+
+def run_matrix_version(version: str, args: list[str]) -> int:
+    """
+    Run pytest on one Airflow release in its own virtualenv.
+
+    :param version: a key of :data:`AIRFLOW_RELEASES`.
+    :param args: pytest arguments; none runs :func:`matrix_tests`.
+    """
+    python = build_matrix_venv(version)
+    env = _child_env()
+    env["PATH"] = f"{python.parent}{os.pathsep}{env['PATH']}"
+    env["VIRTUAL_ENV"] = str(python.parent.parent)
+    # The demo and LocalAirflow keep a bytecode cache per virtualenv: no sharing across Airflow versions.
+    env.pop("PYTHONPYCACHEPREFIX", None)
+    probe = [str(python), "-c", "import airflow, sys; print(airflow.__version__, sys.version.split()[0])"]
+    found = subprocess.run(probe, capture_output=True, text=True, env=env, check=False).stdout.split()
+    if not found or found[0] != version:
+        print(f"FAILED: {python} runs Airflow {found[:1]}, not {version}.", flush=True)
+        return 1
+    print(
+        f"== Airflow {version} on Python {found[1]} (packages as of {AIRFLOW_RELEASES[version]})", flush=True
+    )
+    return _pytest(python, args or matrix_tests(), env)
+
+
 def run_tests(args: list[str]) -> int:
-    """Run ruff (lint + format check), mypy, then pytest; pytest finding no test is a failure."""
+    """
+    Run ruff (lint + format check), mypy, pytest, then the Airflow matrix; no test collected is a failure.
+
+    Without arguments: the whole suite on the locked Airflow. ``--matrix``: then :func:`matrix_tests` on
+    every other release of :data:`AIRFLOW_RELEASES` too (not yet green on every release, so not yet part of
+    the default run CI makes; see docs/compatibility.md). ``--airflow X.Y.Z`` runs one release only (the whole suite when it
+    is the locked one, else :func:`matrix_tests`). Other arguments go to pytest instead of the defaults,
+    on that one release (the locked one without ``--airflow``).
+
+    :param args: the command line after ``test``.
+    """
+    only = None
+    matrix = args[:1] == ["--matrix"]
+    if matrix:
+        args = args[1:]
+    if args[:1] == ["--airflow"] or (args and args[0].startswith("--airflow=")):
+        only = args[1] if args[0] == "--airflow" and len(args) > 1 else args[0].partition("=")[2]
+        args = args[2:] if args[0] == "--airflow" else args[1:]
+        if only not in AIRFLOW_RELEASES:
+            print(f"Unsupported Airflow {only!r}; supported: {', '.join(AIRFLOW_RELEASES)}.", flush=True)
+            return 2
     env = _child_env()
     checks: list[list[str | Path]] = [
         [_bin("ruff"), "check", "."],
@@ -95,11 +260,25 @@ def run_tests(args: list[str]) -> int:
         if code := _run(check, env=env):
             print(f"FAILED: {' '.join(map(str, check[:2]))} exited {code}", flush=True)
             return code
-    code = _run([_bin("python"), "-m", "pytest", *args], env=env)
-    if code == PYTEST_NO_TESTS:
-        print("FAILED: pytest collected no tests.", flush=True)
-        return 1
-    return code
+    locked = locked_airflow_version()
+    if only is not None and only != locked:
+        return run_matrix_version(only, args)
+    results: dict[str, tuple[int, float]] = {}
+    started = time.monotonic()
+    results[locked] = (_pytest(_bin("python"), args, env), time.monotonic() - started)
+    if matrix and only is None and not args:
+        for version in AIRFLOW_RELEASES:
+            if version != locked:
+                started = time.monotonic()
+                results[version] = (run_matrix_version(version, []), time.monotonic() - started)
+    if len(results) > 1:
+        print("\nAirflow matrix:", flush=True)
+        for version, (code, seconds) in results.items():
+            what = "whole suite (uv.lock)" if version == locked else "unit, dag.test(), flagship system"
+            print(
+                f"  {version:8} {'passed' if code == 0 else 'FAILED':7} {seconds:6.0f} s  {what}", flush=True
+            )
+    return next((code for code, _ in results.values() if code), 0)
 
 
 def run_demo(args: list[str]) -> int:

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-try:
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
-except ImportError:  # Airflow 3.0/3.1 keep them in airflow.exceptions only
-    from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[no-redef]
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 
 class SeedanceError(AirflowException):

@@ -8,6 +8,33 @@ from airflow_provider_seedance import __version__
 
 DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
 
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "port", "extra"],
+    "relabeling": {"password": "API token", "host": "Base URL"},
+    "placeholders": {"host": DEFAULT_BASE_URL, "password": "RunComfy API token"},
+}
+"""The ``seedance`` connection form's standard fields; the hook serves it to Airflow < 3.2 as well."""
+
+CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "timeout": {
+        "label": "Timeout (seconds)",
+        "description": "Seconds allowed for each HTTP call to the API (default 30).",
+        "schema": {"type": ["number", "null"], "minimum": 1},
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "description": "Retries of status, result and cancel calls on 429/5xx/network "
+        "errors (default 5). Submissions are never retried.",
+        "schema": {"type": ["integer", "null"], "minimum": 0},
+    },
+    "retry_backoff": {
+        "label": "Retry backoff (seconds)",
+        "description": "First delay between retries, doubled each attempt (default 1).",
+        "schema": {"type": ["number", "null"], "minimum": 0},
+    },
+}
+"""The ``seedance`` connection form's extra fields; the hook serves them to Airflow < 3.2 as well."""
+
 
 def get_provider_info() -> dict[str, Any]:
     """Return the provider's metadata: connection type, UI form, modules and extra links."""
@@ -63,29 +90,8 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_seedance.hooks.seedance.SeedanceHook",
                 "hook-name": "Seedance (RunComfy)",
                 "connection-type": "seedance",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "port", "extra"],
-                    "relabeling": {"password": "API token", "host": "Base URL"},
-                    "placeholders": {"host": DEFAULT_BASE_URL, "password": "RunComfy API token"},
-                },
-                "conn-fields": {
-                    "timeout": {
-                        "label": "Timeout (seconds)",
-                        "description": "Seconds allowed for each HTTP call to the API (default 30).",
-                        "schema": {"type": ["number", "null"], "minimum": 1},
-                    },
-                    "max_retries": {
-                        "label": "Max retries",
-                        "description": "Retries of status, result and cancel calls on 429/5xx/network "
-                        "errors (default 5). Submissions are never retried.",
-                        "schema": {"type": ["integer", "null"], "minimum": 0},
-                    },
-                    "retry_backoff": {
-                        "label": "Retry backoff (seconds)",
-                        "description": "First delay between retries, doubled each attempt (default 1).",
-                        "schema": {"type": ["number", "null"], "minimum": 0},
-                    },
-                },
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+                "conn-fields": CONN_FIELDS,
             }
         ],
         "extra-links": ["airflow_provider_seedance.operators.seedance.SeedanceVideoLink"],

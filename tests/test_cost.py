@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
 from airflow_provider_seedance.catalog import (
     SEEDANCE_1_LITE_I2V_MODEL_ID,
@@ -42,11 +42,6 @@ from tests.operators._dag_support import (
     FakeTaskStateStore,
     make_context,
 )
-
-try:
-    from airflow.sdk.exceptions import AirflowFailException
-except ImportError:  # Airflow 3.0/3.1
-    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from airflow_provider_seedance.testing import SeedanceEmulator

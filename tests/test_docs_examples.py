@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests._compat import store_serialized_dag
+
 if TYPE_CHECKING:
     from airflow_provider_seedance.testing import SeedanceEmulator
 
@@ -160,16 +162,7 @@ def s3_buckets() -> Iterator[Any]:
 
 def run_dag(dag: Any) -> Any:
     """Serialise ``dag`` into the metadata DB as the dag-processor would, then run it with ``dag.test()``."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    DagBundlesManager().sync_bundles_to_db()
-    with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
+    store_serialized_dag(dag)
     return dag.test()
 
 

@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 import httpx
-from airflow.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook
 from pydantic import BaseModel, ValidationError
 
 from airflow_provider_seedance import __version__
@@ -38,7 +38,7 @@ from airflow_provider_seedance.exceptions import (
     SeedanceSubmissionStateUnknownError,
     SeedanceTransientError,
 )
-from airflow_provider_seedance.get_provider_info import DEFAULT_BASE_URL
+from airflow_provider_seedance.get_provider_info import CONN_FIELDS, DEFAULT_BASE_URL, UI_FIELD_BEHAVIOUR
 from airflow_provider_seedance.hooks.retry import (
     RETRY_JITTER_SECONDS,
     RETRY_WAIT_INITIAL_SECONDS,
@@ -58,6 +58,7 @@ from airflow_provider_seedance.models import (
     SubmitResponse,
     describe_error,
 )
+from airflow_provider_seedance.version_compat import aget_connection, hook_field_behaviour, hook_form_widgets
 
 log = logging.getLogger(__name__)
 
@@ -682,35 +683,13 @@ class SeedanceHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Describe the connection form: token as "API token", host as "Base URL", other fields hidden."""
-        return {
-            "hidden_fields": ["schema", "login", "port", "extra"],
-            "relabeling": {"password": "API token", "host": "Base URL"},
-            "placeholders": {"host": DEFAULT_BASE_URL, "password": "RunComfy API token"},
-        }
+        """Describe the connection form's standard fields (read by Airflow < 3.2; see ``version_compat``)."""
+        return hook_field_behaviour(UI_FIELD_BEHAVIOUR)
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Add the ``timeout`` and ``max_retries`` extras to the connection form (Flask UI of Airflow < 3)."""
-        try:
-            from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-            from flask_babel import lazy_gettext
-            from wtforms import IntegerField
-            from wtforms.validators import NumberRange, Optional
-        except ImportError:  # Airflow 3 renders the form from conn-fields in the provider info instead.
-            return {}
-        return {
-            "timeout": IntegerField(
-                lazy_gettext("Timeout (seconds)"),
-                widget=BS3TextFieldWidget(),
-                validators=[Optional(), NumberRange(min=1)],
-            ),
-            "max_retries": IntegerField(
-                lazy_gettext("Max retries"),
-                widget=BS3TextFieldWidget(),
-                validators=[Optional(), NumberRange(min=0)],
-            ),
-        }
+        """Add the extras to the connection form (read by Airflow < 3.2; needs ``wtforms``)."""
+        return hook_form_widgets(CONN_FIELDS)
 
     # -- configuration -----------------------------------------------------------------------------------
 
@@ -732,13 +711,7 @@ class SeedanceHook(BaseHook):
     async def aget_config(self) -> SeedanceConnectionConfig:
         """Resolve the connection without blocking the event loop (cached on the hook)."""
         if self._aconfig is None:
-            aget = getattr(BaseHook, "aget_connection", None)
-            if aget is not None:
-                conn = await aget(self.seedance_conn_id)
-            else:  # Airflow 3.0: no async lookup yet, so run the sync one in a thread.
-                from asgiref.sync import sync_to_async
-
-                conn = await sync_to_async(self.get_connection)(self.seedance_conn_id)
+            conn = await aget_connection(self, self.seedance_conn_id)
             self._aconfig = self._apply_overrides(
                 SeedanceConnectionConfig.from_connection(conn, self.seedance_conn_id)
             )

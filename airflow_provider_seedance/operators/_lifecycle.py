@@ -96,10 +96,7 @@ def default_deferrable() -> bool:
     ``_CMD`` / ``_SECRET`` forms), or when ``airflow.cfg`` holds a value other than Airflow's built-in
     default; a file that only repeats the default keeps this provider's default, deferrable.
     """
-    try:
-        from airflow.sdk import conf
-    except ImportError:  # Airflow 3.0 exposes the configuration in core only
-        from airflow.configuration import conf  # type: ignore[no-redef,assignment]
+    from airflow.providers.common.compat.sdk import conf
 
     prefix = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"
     if any(name in os.environ for name in (prefix, f"{prefix}_CMD", f"{prefix}_SECRET")):

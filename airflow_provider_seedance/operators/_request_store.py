@@ -8,7 +8,9 @@ try (a retry after a failure, a rerun after a worker crash) reads it back before
   itself, so it survives retries and worker crashes. Written with an explicit retention that outlives every
   try of the task.
 * Airflow 3.0-3.2 (no ``task_state_store`` in the context): an Airflow Variable named after the same
-  (dag_id, task_id, run_id, map_index), written and read through the Task SDK like any Variable.
+  (dag_id, task_id, run_id, map_index), written and read through the Task SDK like any Variable. The name
+  ends with a SHA-256 of the four, so no two task instances share one (dots in DAG and task ids, and run
+  ids repeated across DAGs, made the plain dotted names of 0.1 collide).
 
 Either record is deleted when the task succeeds: it exists to finish an unfinished generation, so clearing
 a successful task generates a new video, while a retry of an unfinished one re-attaches to the request.
@@ -33,7 +35,10 @@ VARIABLE_PREFIX = "seedance_request"
 """Prefix of the Variable used as the store on Airflow < 3.3."""
 
 VARIABLE_KEY_MAX_LENGTH = 250
-"""Airflow's limit on Variable keys; longer keys are shortened with a hash."""
+"""Airflow's limit on Variable keys."""
+
+VARIABLE_KEY_ID_CHARS = 80
+"""How much of the DAG id and of the task id the Variable key shows (for people; the hash identifies)."""
 
 MIN_RETENTION = timedelta(days=7)
 """The shortest time a stored request id is kept: long enough for a retry after a weekend-long outage."""
@@ -192,10 +197,11 @@ class TaskStateRequestStore:
 
 def variable_key(dag_id: str, task_id: str, run_id: str, map_index: int | None) -> str:
     """
-    Return the Variable key of one task instance's record, e.g. ``seedance_request.my_dag.generate.<run_id>.-1``.
+    Return the Variable key of one task instance's record: ``seedance_request.<dag>.<task>.<sha256>``.
 
-    Keys over Airflow's length limit, and keys of DAG or task ids holding a dot, end in a hash of the four
-    parts instead, so no two task instances share one.
+    The SHA-256 covers the four identifiers, JSON-encoded (so ``etl.x``/``gen`` and ``etl``/``x.gen``
+    differ), which makes the key unique; the DAG and task ids in front, cut to
+    :data:`VARIABLE_KEY_ID_CHARS`, are only there to tell people whose record it is.
 
     :param dag_id: the DAG id.
     :param task_id: the task id.
@@ -203,13 +209,29 @@ def variable_key(dag_id: str, task_id: str, run_id: str, map_index: int | None) 
     :param map_index: the map index (``-1`` for unmapped tasks).
     """
     index = -1 if map_index is None else map_index
-    key = f"{VARIABLE_PREFIX}.{dag_id}.{task_id}.{run_id}.{index}"
-    # A dot in the DAG or task id (task groups: "group.task") would let two task instances share a key,
-    # ("a.b", "c") and ("a", "b.c"), and so one another's record: those keys take the hashed form too.
-    if len(key) <= VARIABLE_KEY_MAX_LENGTH and "." not in dag_id and "." not in task_id:
-        return key
-    digest = hashlib.sha256(f"{dag_id}\0{task_id}\0{run_id}\0{index}".encode()).hexdigest()
-    return f"{VARIABLE_PREFIX}.{dag_id[:100]}.{task_id[:80]}.{digest[:40]}"
+    identity = json.dumps([dag_id, task_id, run_id, index], ensure_ascii=False)
+    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()
+    return f"{VARIABLE_PREFIX}.{dag_id[:VARIABLE_KEY_ID_CHARS]}.{task_id[:VARIABLE_KEY_ID_CHARS]}.{digest}"
+
+
+def legacy_variable_key(dag_id: str, task_id: str, run_id: str, map_index: int | None) -> str | None:
+    """
+    Return the key version 0.1 wrote the record under, when that key can only be this task instance's.
+
+    ``seedance_request.{dag}.{task}.{run}.{map}`` is ambiguous once the DAG or task id holds a dot (task
+    groups put one in every task id), so such an instance does not read it: a try that failed before the
+    upgrade re-attaches only when its ids are dot-free. Anything read is still checked against the model
+    and input fingerprint before use.
+
+    :param dag_id: the DAG id.
+    :param task_id: the task id.
+    :param run_id: the DAG run id.
+    :param map_index: the map index (``-1`` for unmapped tasks).
+    """
+    if "." in dag_id or "." in task_id:
+        return None
+    index = -1 if map_index is None else map_index
+    return f"{VARIABLE_PREFIX}.{dag_id}.{task_id}.{run_id}.{index}"
 
 
 class VariableRequestStore:
@@ -217,18 +239,26 @@ class VariableRequestStore:
     Keep the record in an Airflow Variable (Airflow 3.0-3.2, where ``task_state_store`` does not exist).
 
     :param key: the Variable key, from :func:`variable_key`.
+    :param legacy_key: where version 0.1 kept the record, from :func:`legacy_variable_key`: read when
+        ``key`` holds nothing, and deleted with it.
     """
 
     description = "Airflow Variable"
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, legacy_key: str | None = None) -> None:
         self.key = key
+        self.legacy_key = legacy_key
 
     def load(self) -> StoredRequest | None:
         """Return the record of an earlier try, if any."""
-        from airflow.sdk import Variable
+        from airflow.providers.common.compat.sdk import Variable
 
-        return StoredRequest.from_json(Variable.get(self.key, default=None, deserialize_json=True))
+        for key in (self.key, self.legacy_key):
+            if key is not None:
+                record = StoredRequest.from_json(Variable.get(key, default=None, deserialize_json=True))
+                if record is not None:
+                    return record
+        return None
 
     def save(self, record: StoredRequest) -> None:
         """
@@ -236,7 +266,7 @@ class VariableRequestStore:
 
         :param record: the request.
         """
-        from airflow.sdk import Variable
+        from airflow.providers.common.compat.sdk import Variable
 
         Variable.set(
             self.key,
@@ -248,9 +278,11 @@ class VariableRequestStore:
 
     def discard(self) -> None:
         """Forget the record (the task succeeded)."""
-        from airflow.sdk import Variable
+        from airflow.providers.common.compat.sdk import Variable
 
-        Variable.delete(self.key)
+        for key in (self.key, self.legacy_key):
+            if key is not None:
+                Variable.delete(key)
 
 
 def task_state_store_from(context: Mapping[str, Any]) -> _TaskStateStore | None:
@@ -275,7 +307,8 @@ def request_store_for(context: Mapping[str, Any], *, retention: timedelta) -> Re
     ti = context.get("ti") or context.get("task_instance")
     if ti is None:
         return None
-    return VariableRequestStore(variable_key(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1)))
+    identity = (ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
+    return VariableRequestStore(variable_key(*identity), legacy_key=legacy_variable_key(*identity))
 
 
 __all__ = [
@@ -286,6 +319,7 @@ __all__ = [
     "TaskStateRequestStore",
     "VariableRequestStore",
     "input_fingerprint",
+    "legacy_variable_key",
     "request_store_for",
     "variable_key",
 ]

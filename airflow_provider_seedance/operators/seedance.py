@@ -28,6 +28,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
+from airflow.providers.common.compat.sdk import AirflowTaskTimeout
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from airflow_provider_seedance import cost
@@ -81,6 +82,7 @@ from airflow_provider_seedance.operators._request_store import (
     request_store_for,
 )
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
+from airflow_provider_seedance.version_compat import TaskDeferralTimeout
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -104,11 +106,6 @@ LINEAGE_IMAGE_FIELDS = ("first_frame_image_url", "image", "image_url", "images")
 
 _UNKNOWN = object()
 
-try:
-    from airflow.sdk.exceptions import AirflowTaskTimeout
-except ImportError:  # Airflow 3.0 keeps it in airflow.exceptions only
-    from airflow.exceptions import AirflowTaskTimeout  # type: ignore[no-redef,attr-defined]
-
 
 class SeedanceVideoLink(BaseOperatorLink):
     """Link a Seedance task to the video it generated (``video_url`` of its return value)."""
@@ -127,10 +124,7 @@ class SeedanceVideoLink(BaseOperatorLink):
         known = operator.__dict__.get(VIDEO_URL_ATTRIBUTE, _UNKNOWN)
         if known is not _UNKNOWN:
             return video_link({"video_url": known})
-        try:
-            from airflow.sdk.execution_time.xcom import XCom
-        except ImportError:  # Airflow 3.0 resolves links on the API server, with the core XCom model.
-            from airflow.models.xcom import XCom  # type: ignore[no-redef]
+        from airflow.providers.common.compat.sdk import XCom
 
         return video_link(XCom.get_value(ti_key=ti_key, key="return_value"))
 
@@ -346,10 +340,6 @@ class SeedanceBaseOperator(BaseOperator):
         :param next_kwargs: its keyword arguments.
         :param context: the task context.
         """
-        try:
-            from airflow.sdk.exceptions import TaskDeferralTimeout
-        except ImportError:  # Airflow 3.0
-            from airflow.exceptions import TaskDeferralTimeout  # type: ignore[no-redef,attr-defined]
         try:
             return super().resume_execution(next_method, next_kwargs, context)
         except TaskDeferralTimeout as exc:

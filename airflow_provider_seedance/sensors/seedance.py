@@ -144,10 +144,8 @@ class SeedanceRequestSensor(BaseSensorOperator):
         remember_video_url(self, None)
         parsed = SeedanceTriggerEvent.parse(event, expected_request_id=self.request_id)
         if parsed.status == "timeout":
-            try:
-                from airflow.sdk.exceptions import AirflowSensorTimeout
-            except ImportError:  # Airflow 3.0
-                from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef,attr-defined]
+            from airflow.providers.common.compat.sdk import AirflowSensorTimeout
+
             raise AirflowSensorTimeout(f"{parsed.message} The sensor's timeout is {self.timeout:g} s.")
         return self._finish(parsed)
 

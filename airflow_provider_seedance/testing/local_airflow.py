@@ -125,6 +125,8 @@ FAST_CONFIG: dict[str, str] = {
     "core.simple_auth_manager_all_admins": "False",
     "core.simple_auth_manager_users": f"{ADMIN_USER}:admin",
     "api.workers": "1",
+    # Airflow 3.0 refuses ``xcom(...)``'s deserialize=True unless this is on (3.1 dropped the option).
+    "api.enable_xcom_deserialize_support": "True",
     "logging.colored_console_log": "False",
     "logging.logging_level": "INFO",
     "database.check_migrations": "False",

@@ -235,7 +235,7 @@ class ObjectStorageWriter:
 
     def _lineage(self) -> None:
         try:
-            from airflow.sdk.lineage import get_hook_lineage_collector
+            from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
 
             get_hook_lineage_collector().add_output_asset(context=self.path, uri=str(self.path))
         except Exception:  # lineage is a convenience: never fail a verified copy over it

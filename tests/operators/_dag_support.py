@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
+from airflow_provider_seedance.version_compat import AIRFLOW_V_3_1_PLUS
+from tests._compat import store_serialized_dag
 from tests._support import TEST_TOKEN
 
 if TYPE_CHECKING:
@@ -51,16 +54,7 @@ def run_dag(dag: Any) -> Any:
 
     Returns the DagRun.
     """
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    DagBundlesManager().sync_bundles_to_db()
-    with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
+    store_serialized_dag(dag)
     return dag.test()
 
 
@@ -132,23 +126,42 @@ def logs(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> C
     may be an earlier test's capture: reading stdout would silently miss lines. So every line is teed where
     structlog writes it, and stdlib records are taken from caplog.
     """
-    import logging
-
     import structlog
 
     captured = CapturedLogs(caplog)
     caplog.set_level(logging.DEBUG)
-    for name in _WRITER_METHODS:
-        original = getattr(structlog.WriteLogger, name, None)
-        if original is None:
-            continue
+    # Airflow 3.1+ configure structlog with a WriteLogger; 3.0's dag.test() leaves structlog's default, the
+    # PrintLogger; JSON logging writes bytes.
+    for writer in (structlog.WriteLogger, structlog.PrintLogger, structlog.BytesLogger):
+        for name in _WRITER_METHODS:
+            original = getattr(writer, name, None)
+            if original is None:
+                continue
 
-        def tee(self: Any, message: str, _original: Callable[..., None] = original) -> None:
-            captured.structlog_lines.append(message)
-            _original(self, message)
+            def tee(self: Any, message: str | bytes, _original: Callable[..., None] = original) -> None:
+                text = message.decode(errors="replace") if isinstance(message, bytes) else message
+                captured.structlog_lines.append(text)
+                _original(self, message)
 
-        monkeypatch.setattr(structlog.WriteLogger, name, tee)
+            monkeypatch.setattr(writer, name, tee)
+    if not AIRFLOW_V_3_1_PLUS:
+        # Airflow 3.0 leaves stdlib records to stdlib's handlers (3.1+ render them through structlog too):
+        # take the provider's own records from there.
+        root = logging.getLogger()
+        monkeypatch.setattr(root, "handlers", [*root.handlers, _ProviderRecords(captured.structlog_lines)])
     return captured
+
+
+class _ProviderRecords(logging.Handler):
+    """Append the message of every record of the provider's loggers to a list."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "airflow_provider_seedance" in record.name:
+            self.lines.append(record.getMessage())
 
 
 def in_background(action: Callable[[], None]) -> threading.Thread:

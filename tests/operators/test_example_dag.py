@@ -9,20 +9,19 @@ from typing import Any
 import pytest
 
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
+from tests._compat import dag_bag
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_dags" / "example_seedance_image_to_video.py"
 
 
 def test_example_parses_offline_without_a_connection(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.dag_processing.dagbag import DagBag
-
     monkeypatch.delenv("AIRFLOW_CONN_SEEDANCE_DEFAULT", raising=False)
 
     def no_network(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("parsing the example DAG opened a network connection")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    bag = DagBag(dag_folder=str(EXAMPLE))
+    bag = dag_bag(EXAMPLE)
 
     assert bag.import_errors == {}
     dag = bag.dags["example_seedance_image_to_video"]

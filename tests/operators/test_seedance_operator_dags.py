@@ -16,6 +16,7 @@ from airflow_provider_seedance.operators.seedance import (
     SeedanceSubmitOperator,
 )
 from airflow_provider_seedance.testing import Fault, JobPlan, SeedanceEmulator
+from airflow_provider_seedance.version_compat import AIRFLOW_V_3_1_PLUS
 from tests.operators._dag_support import (
     IMAGE,
     MODEL,
@@ -218,6 +219,12 @@ def _clear_faults_once_the_first_try_gives_up(emulator: SeedanceEmulator) -> Non
     emulator.clear_faults()
 
 
+@pytest.mark.xfail(
+    not AIRFLOW_V_3_1_PLUS,
+    strict=True,
+    reason="Airflow 3.0 keeps next_method/next_kwargs when a resumed task fails: try 2 re-runs "
+    "execute_complete with try 1's timeout event (fixed in 3.1; no second submit either way)",
+)
 def test_retry_after_a_polling_outage_submits_once(emulator: SeedanceEmulator, seedance_conn: str) -> None:
     """
     An outage outlasting the hook's retries and the deadline fails try 1; try 2 re-attaches, pays nothing.

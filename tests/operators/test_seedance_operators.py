@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import TaskDeferred
 
 from airflow_provider_seedance.exceptions import (
     SeedanceConfigurationError,
@@ -143,7 +143,7 @@ def test_deferrable_default_with_a_written_airflow_cfg(
 ) -> None:
     from configparser import ConfigParser
 
-    from airflow.sdk import conf
+    from airflow.providers.common.compat.sdk import conf
 
     had_section = ConfigParser.has_section(conf, "operators")
     if not had_section:

@@ -8,13 +8,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_seedance.hooks.seedance import aclose_shared_clients
-from airflow_provider_seedance.operators._request_store import STATE_KEY
+from airflow_provider_seedance.operators._request_store import STATE_KEY, variable_key
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
+from airflow_provider_seedance.version_compat import AIRFLOW_V_3_3_PLUS
 from tests._support import TEST_TOKEN
 from tests.operators._dag_support import (
     IMAGE,
@@ -99,9 +100,12 @@ def test_dag_run_leaves_no_token_in_xcom_state_or_logs(
     if outcome == "fail":
         # The request id stays stored for a retry, with a retention that outlives the task's tries.
         [(key, value, expires_at)] = state_rows
-        assert key == STATE_KEY
         assert json.loads(value)["request_id"] == emulator.state.jobs()[0].request_id
-        assert expires_at > datetime.now(timezone.utc) + timedelta(days=6)
+        if AIRFLOW_V_3_3_PLUS:
+            assert key == STATE_KEY
+            assert expires_at > datetime.now(timezone.utc) + timedelta(days=6)
+        else:  # a Variable, kept until the task succeeds
+            assert key == variable_key(dag_run.dag_id, "generate", dag_run.run_id, -1)
     else:
         assert state_rows == []  # dropped on success
 
@@ -114,12 +118,20 @@ def test_dag_run_leaves_no_token_in_xcom_state_or_logs(
     assert all(TEST_TOKEN not in text for text in texts)
 
 
-def _task_state(dag_run: Any) -> list[tuple[str, str, datetime]]:
-    from airflow.models.task_state_store import TaskStateStoreModel
+def _task_state(dag_run: Any) -> list[tuple[str, str, datetime | None]]:
+    """Return the stored request records of the run: ``task_state_store`` rows (3.3+), else Variables."""
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
+        if not AIRFLOW_V_3_3_PLUS:
+            from airflow.models.variable import Variable
+
+            key = variable_key(dag_run.dag_id, "generate", dag_run.run_id, -1)
+            found = session.scalars(select(Variable).where(Variable.key == key)).all()
+            return [(v.key, v.val, None) for v in found]
+        from airflow.models.task_state_store import TaskStateStoreModel
+
         rows = session.scalars(
             select(TaskStateStoreModel).where(
                 TaskStateStoreModel.dag_id == dag_run.dag_id, TaskStateStoreModel.run_id == dag_run.run_id

@@ -870,7 +870,7 @@ def test_generation_fault(matrix: MatrixRun, case: OperatorCase) -> None:
         later_says=case.later_says,
     )
     if first is not None:
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.providers.common.compat.sdk import AirflowFailException
 
         assert isinstance(first.error, SeedanceError)
         assert isinstance(first.error, AirflowFailException) is case.no_task_retry

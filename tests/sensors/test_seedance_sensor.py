@@ -7,8 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout, TaskDeferred
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_seedance.exceptions import SeedanceInputError, SeedanceRequestFailedError
 from airflow_provider_seedance.hooks.seedance import SeedanceHook

@@ -16,6 +16,7 @@ import pytest
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.testing import SeedanceEmulator
 from airflow_provider_seedance.transfers.seedance_to_s3 import SeedanceToS3Operator
+from tests._compat import dag_bag, store_serialized_dag
 from tests.operators._dag_support import task_instances, xcom
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_dags" / "example_seedance_to_s3.py"
@@ -23,8 +24,6 @@ DAG_ID = "example_seedance_to_s3"
 
 
 def _parse(monkeypatch: pytest.MonkeyPatch) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
     monkeypatch.delenv("AIRFLOW_CONN_SEEDANCE_DEFAULT", raising=False)
     monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
 
@@ -32,7 +31,7 @@ def _parse(monkeypatch: pytest.MonkeyPatch) -> Any:
         raise AssertionError("parsing the flagship DAG opened a network connection")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    bag = DagBag(dag_folder=str(EXAMPLE))
+    bag = dag_bag(EXAMPLE)
     assert bag.import_errors == {}
     return bag.dags[DAG_ID]
 
@@ -72,16 +71,7 @@ def test_bucket_comes_from_the_environment_at_parse_time(monkeypatch: pytest.Mon
 
 def run_dag(dag: Any, run_conf: dict[str, Any]) -> Any:
     """Store ``dag`` as the dag-processor would (dag.test() needs it serialized), then run it with a conf."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    DagBundlesManager().sync_bundles_to_db()
-    with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
+    store_serialized_dag(dag)
     return dag.test(run_conf=run_conf)
 
 
@@ -103,9 +93,7 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def test_runs_generate_then_store_with_the_run_conf(
     emulator: SeedanceEmulator, seedance_conn: str, s3_bucket: Any
 ) -> None:
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(EXAMPLE)).dags[DAG_ID]
+    dag = dag_bag(EXAMPLE).dags[DAG_ID]
 
     dag_run = run_dag(dag, run_conf={"prompt": "A lighthouse in a storm", "duration": 4})
 

@@ -132,11 +132,13 @@ def test_given_state_and_plan() -> None:
         assert state.default_plan.num_videos == 2
 
 
-def test_connection_strings_work_in_airflow() -> None:
-    from airflow.sdk import Connection
+def test_connection_strings_work_in_airflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both forms, read back the way every supported Airflow reads ``AIRFLOW_CONN_*`` variables."""
+    from airflow.providers.common.compat.sdk import BaseHook
 
     with SeedanceEmulator("tok/with:odd@chars") as emulator:
-        from_uri = Connection.from_uri(emulator.connection_uri(timeout=7), conn_id="seedance_default")
+        monkeypatch.setenv("AIRFLOW_CONN_SEEDANCE_FROM_URI", emulator.connection_uri(timeout=7))
+        from_uri = BaseHook.get_connection("seedance_from_uri")
         assert (from_uri.conn_type, from_uri.host, from_uri.password) == (
             "seedance",
             emulator.base_url,
@@ -150,7 +152,8 @@ def test_connection_strings_work_in_airflow() -> None:
             "password": "tok/with:odd@chars",
             "extra": {"timeout": 5},
         }
-        from_json = Connection.from_json(emulator.connection_json(timeout=5), conn_id="seedance_default")
+        monkeypatch.setenv("AIRFLOW_CONN_SEEDANCE_FROM_JSON", emulator.connection_json(timeout=5))
+        from_json = BaseHook.get_connection("seedance_from_json")
         assert (from_json.host, from_json.password, from_json.extra_dejson) == (
             emulator.base_url,
             "tok/with:odd@chars",

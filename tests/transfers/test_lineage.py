@@ -58,10 +58,14 @@ class FakeOutletEvent:
         self.added.append((asset, dict(extra or {})))
 
 
-class FakeOutletEvents(dict):  # type: ignore[type-arg]
-    def __missing__(self, key: Any) -> FakeOutletEvent:
-        self[key] = FakeOutletEvent()
-        return self[key]
+class FakeOutletEvents:
+    """``context["outlet_events"]``: one event per asset or alias (keyed by repr: Airflow 3.0's are unhashable)."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, FakeOutletEvent] = {}
+
+    def __getitem__(self, key: Any) -> FakeOutletEvent:
+        return self.events.setdefault(repr(key), FakeOutletEvent())
 
 
 def context() -> dict[str, Any]:
@@ -263,7 +267,8 @@ def test_example_assets_consumer_reads_the_triggering_event(capsys: pytest.Captu
     event = types.SimpleNamespace(
         extra={"request_id": "req-1", "sha256": ["ab" * 32], "uris": ["s3://b/k.mp4"], "model_id": "m"}
     )
-    module.describe_arrivals({module.VIDEOS: [event]})
+    # Keyed by name: Airflow 3.0's Assets are unhashable, and the function reads only the values.
+    module.describe_arrivals({module.VIDEOS.name: [event]})
     out = capsys.readouterr().out
     assert "req-1" in out
     assert "ab" * 32 in out

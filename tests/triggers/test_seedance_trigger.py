@@ -144,7 +144,8 @@ def test_rejects_empty_conn_id() -> None:
 
 
 async def test_succeeded_event_carries_the_result(emulator: SeedanceEmulator, seedance_conn: str) -> None:
-    request_id = submit(emulator)
+    # Long enough for two polls even when the trigger is slow to start (see the test below).
+    request_id = submit(emulator, JobPlan(queue_seconds=1.0, run_seconds=1.0))
     payload = await first_event(trigger_for(request_id))
 
     assert payload["status"] == "succeeded"
@@ -384,7 +385,9 @@ async def test_outage_longer_than_the_hook_retries_keeps_polling(
 async def test_logs_state_changes_not_every_poll(
     emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs
 ) -> None:
-    emulator.set_plan(JobPlan(queue_seconds=0.4, run_seconds=0.4, initial_queue_position=1))
+    # Phases long enough to outlast the trigger's start (its first connection lookup on Airflow 3.0
+    # builds the ORM mappers: seconds on a loaded machine).
+    emulator.set_plan(JobPlan(queue_seconds=2.0, run_seconds=1.0, initial_queue_position=1))
     request_id = submit(emulator)
     logs.structlog_lines.clear()
     payload = await first_event(trigger_for(request_id, poll=0.02))
