@@ -32,6 +32,31 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "First delay between retries, doubled each attempt (default 1).",
         "schema": {"type": ["number", "null"], "minimum": 0},
     },
+    "ca_bundle": {
+        "label": "CA bundle path",
+        "description": "PEM file of the CA certificates to trust instead of the default "
+        "store (private CA, TLS-inspecting proxy); must exist on every Airflow component.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "proxy": {
+        "label": "Proxy URL",
+        "description": "e.g. http://user:password@proxy.example.com:3128; empty: the "
+        "HTTPS_PROXY / NO_PROXY environment variables apply.",
+        # 'password' format: Airflow masks it like a secret (it may hold credentials).
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+    "verify": {
+        "label": "Verify TLS certificates",
+        "description": "Turn off only for a test endpoint: the API token is sent in clear "
+        "to whoever answers.",
+        "schema": {"type": ["boolean", "null"], "default": True},
+    },
+    "allow_private_networks": {
+        "label": "Allow private networks for downloads",
+        "description": "Off: output and image downloads refuse private addresses (10/8, 172.16/12, "
+        "192.168/16, fc00::/7). Link-local and cloud-metadata addresses are always refused.",
+        "schema": {"type": ["boolean", "null"], "default": True},
+    },
 }
 """The ``seedance`` connection form's extra fields; the hook serves them to Airflow < 3.2 as well."""
 

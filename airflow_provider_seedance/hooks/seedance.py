@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import importlib.util
 import json
 import logging
+import os
 import re
+import ssl
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -72,6 +76,25 @@ ASYNC_MAX_CONNECTIONS = 20
 ASYNC_MAX_KEEPALIVE = 20
 SYNC_MAX_CONNECTIONS = 4
 
+KEEPALIVE_EXPIRY_SECONDS = 45.0
+"""
+Seconds an idle pooled connection stays open (httpx's default, 5 s, equals a 5 s poll interval, so a fan-in
+closed its connections just before the next poll and reopened them: a TLS handshake each time).
+
+Longer than the poll intervals a fan-in uses (default 10 s; 5-30 s in practice): N triggers polling every P
+seconds send N/P requests per second through at most ``ASYNC_MAX_CONNECTIONS`` connections, so a pooled
+connection is idle for far less than one interval and each one is opened once. Shorter than the idle
+timeouts of the front ends an API sits behind (HAProxy's classic ``timeout client 50s``, AWS ALB 60 s, nginx
+``keepalive_timeout 75s``, Google Cloud load balancers 600 s), so the client drops an idle connection before
+the server does: a request written to a connection the server is closing at that moment fails, and a
+submit is never retried. A poll interval above this expiry only matters when a handful of triggers share a
+pool (a connection then waits longer than 45 s between polls): one handshake per poll, at most one per
+45 s, which costs nothing worth keeping a connection past a load balancer's timeout for.
+"""
+
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+"""Proxy URL schemes httpx speaks (the SOCKS ones need ``httpx[socks]``)."""
+
 CONNECTION_TEST_REQUEST_ID = "airflow-connection-test"
 """A request id that never exists: 404 (or 400001) for it proves the token was accepted; it starts nothing."""
 
@@ -113,6 +136,11 @@ _HTTP_STATUSES: dict[int, tuple[type[SeedanceAPIError], str]] = {
     402: _ERROR_CODES[400002],
     403: _ERROR_CODES[403001],
     404: (SeedanceNotFoundError, "Check the model id or request id; requests expire after a while."),
+    407: (
+        SeedanceAPIError,
+        "The proxy refused its credentials: check the user and password in the connection's 'proxy' extra "
+        "(or HTTP_PROXY / HTTPS_PROXY).",
+    ),
     422: (SeedanceInputRejectedError, "The API rejected the input fields; fix them and submit again."),
 }
 
@@ -127,6 +155,11 @@ class SeedanceConnectionConfig:
     :param timeout: seconds allowed per HTTP call.
     :param max_retries: retries of idempotent calls.
     :param retry_backoff: the first backoff delay in seconds (doubled per attempt, plus jitter).
+    :param verify: verify the API's TLS certificate (``False`` only for a test endpoint).
+    :param ca_bundle: a PEM file (or OpenSSL hashed directory) of CA certificates to trust instead of the
+        default store, for a private CA or a TLS-inspecting proxy.
+    :param proxy: the proxy URL for API calls; may hold credentials, so it is kept out of ``repr()`` and
+        shown only through :attr:`proxy_display`.
     """
 
     base_url: str
@@ -134,15 +167,31 @@ class SeedanceConnectionConfig:
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_backoff: float = RETRY_WAIT_INITIAL_SECONDS
+    verify: bool = True
+    ca_bundle: str | None = None
+    proxy: str | None = field(default=None, repr=False)
 
     def backoff(self) -> BackoffWait:
         """The wait policy for retried calls."""
         return BackoffWait(initial=self.retry_backoff, jitter=min(RETRY_JITTER_SECONDS, self.retry_backoff))
 
     @property
-    def client_key(self) -> tuple[str, str, float]:
-        """Identify clients that may be shared: same URL, same token (hashed), same timeout."""
-        return (self.base_url, hashlib.sha256(self.token.encode()).hexdigest(), self.timeout)
+    def client_key(self) -> tuple[Any, ...]:
+        """Identify clients that may be shared: same URL, token (hashed), timeout, TLS and proxy settings."""
+        proxy = hashlib.sha256(self.proxy.encode()).hexdigest() if self.proxy else None
+        return (
+            self.base_url,
+            hashlib.sha256(self.token.encode()).hexdigest(),
+            self.timeout,
+            self.verify,
+            self.ca_bundle,
+            proxy,
+        )
+
+    @property
+    def proxy_display(self) -> str | None:
+        """The proxy URL with its password replaced by ``***``, for logs and messages."""
+        return None if self.proxy is None else redact_url(self.proxy)
 
     @classmethod
     def from_connection(cls, conn: Any, conn_id: str) -> SeedanceConnectionConfig:
@@ -171,6 +220,7 @@ class SeedanceConnectionConfig:
                 conn_id,
                 allow_zero=True,
             ),
+            **_network_settings(extra, conn_id),
         )
 
 
@@ -204,6 +254,97 @@ def check_token(token: str, conn_id: str) -> str:
         f"carry (often a bad paste, or a secret stored with a line break inside). Enter the token again in "
         f"the connection's password ('API token' in the UI). The value is not shown here. Nothing was sent."
     )
+
+
+def _network_settings(extra: Mapping[str, Any], conn_id: str) -> dict[str, Any]:
+    """
+    Read the ``verify``, ``ca_bundle`` and ``proxy`` extras, failing on a bad one before any HTTP call.
+
+    :param extra: the connection's extra.
+    :param conn_id: the connection id, for messages.
+    """
+    verify: bool = True
+    ca_bundle = extra.get("ca_bundle") or None
+    bundle_key = "ca_bundle"
+    raw_verify = extra.get("verify")
+    if raw_verify is None or raw_verify == "":
+        raw_verify = True
+    if isinstance(raw_verify, str) and raw_verify.strip().lower() in _BOOLEAN_WORDS:
+        raw_verify = _BOOLEAN_WORDS[raw_verify.strip().lower()]
+    if isinstance(raw_verify, bool):
+        verify = raw_verify
+    elif isinstance(raw_verify, str) and raw_verify.strip():
+        # requests' convention, also the Amazon provider's: a path in `verify` is the CA bundle.
+        if ca_bundle is not None and ca_bundle != raw_verify:
+            raise SeedanceConfigurationError(
+                f"Connection {conn_id!r}: extras 'verify' and 'ca_bundle' name different CA bundles; "
+                f"keep one ('ca_bundle')."
+            )
+        ca_bundle, bundle_key = raw_verify, "verify"
+    else:
+        raise SeedanceConfigurationError(
+            f"Connection {conn_id!r}: extra 'verify' must be true, false or a CA bundle path, got {raw_verify!r}."
+        )
+    if ca_bundle is not None:
+        if not verify:
+            raise SeedanceConfigurationError(
+                f"Connection {conn_id!r}: extra 'ca_bundle' is set but 'verify' is false; a CA bundle is "
+                f"only used to verify certificates, so remove one of them."
+            )
+        if not isinstance(ca_bundle, str) or not os.path.exists(os.path.expanduser(ca_bundle)):
+            raise SeedanceConfigurationError(
+                f"Connection {conn_id!r}: extra {bundle_key!r} must be the path of a PEM file (or a hashed "
+                f"certificate directory) present on every Airflow component that calls the API, got "
+                f"{ca_bundle!r}."
+            )
+        ca_bundle = os.path.expanduser(ca_bundle)
+    return {"verify": verify, "ca_bundle": ca_bundle, "proxy": _proxy_url(extra.get("proxy"), conn_id)}
+
+
+_BOOLEAN_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _proxy_url(value: Any, conn_id: str) -> str | None:
+    """
+    Return the ``proxy`` extra once checked; messages show it without its password.
+
+    :param value: the extra's value.
+    :param conn_id: the connection id, for messages.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    shown = redact_url(value) if isinstance(value, str) else type(value).__name__
+    try:
+        url = httpx.URL(value.strip()) if isinstance(value, str) else None
+    except (httpx.InvalidURL, TypeError, ValueError):
+        url = None
+    if url is None or url.scheme not in PROXY_SCHEMES or not url.host:
+        raise SeedanceConfigurationError(
+            f"Connection {conn_id!r}: extra 'proxy' must be a URL such as http://proxy.example.com:3128 "
+            f"(schemes: {', '.join(PROXY_SCHEMES)}), got {shown}."
+        )
+    if url.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+        raise SeedanceConfigurationError(
+            f"Connection {conn_id!r}: the SOCKS proxy {shown} needs httpx's SOCKS support: "
+            f"pip install 'httpx[socks]'."
+        )
+    return str(value).strip()
+
+
+def redact_url(url: str) -> str:
+    """
+    Return ``url`` with its user info (``user:password@``) replaced by ``***@``, for logs, reprs and messages.
+
+    The whole user info goes: some proxies take a token as the user name. Everything up to the last ``@``
+    counts as user info, so a password holding an unencoded ``/`` or ``@`` is hidden too.
+
+    :param url: a URL that may carry credentials.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    _userinfo, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if at else url
 
 
 def _extra_dict(conn: Any, conn_id: str) -> dict[str, Any]:
@@ -449,8 +590,25 @@ def transport_error(
     if isinstance(exc, httpx.LocalProtocolError):
         return unsendable_request_error(exc, call=call, about=about)
     return SeedanceConnectionError(
-        f"Seedance {call}{about} failed in transport: {safe_error_text(exc)}", request_id=request_id
+        f"Seedance {call}{about} failed in transport: {safe_error_text(exc)}{_network_hint(exc)}",
+        request_id=request_id,
     )
+
+
+def _network_hint(exc: httpx.HTTPError) -> str:
+    """
+    Say which connection extra fixes a TLS or proxy failure (empty for other failures).
+
+    :param exc: the httpx error.
+    """
+    if isinstance(exc, httpx.ProxyError):
+        return ". Check the connection's 'proxy' extra (or the HTTPS_PROXY / NO_PROXY environment variables)."
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return (
+            ". The API's TLS certificate is not trusted: behind a private CA or a TLS-inspecting proxy, point "
+            "the connection's 'ca_bundle' extra at that CA's PEM file."
+        )
+    return ""
 
 
 def submission_error(exc: Exception, *, model_id: str) -> Exception:
@@ -570,11 +728,19 @@ def _created_request(response: httpx.Response, body: Mapping[str, Any], *, model
 # ---------------------------------------------------------------------------------------------------------
 
 _ASYNC_CLIENTS: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, str, float], httpx.AsyncClient]
+    asyncio.AbstractEventLoop, dict[tuple[Any, ...], httpx.AsyncClient]
 ] = weakref.WeakKeyDictionary()
 
 
 def _client_kwargs(config: SeedanceConnectionConfig, max_connections: int) -> dict[str, Any]:
+    """
+    Return the settings of an API client, sync or async: one place, so both honour the same connection.
+
+    :param config: the resolved connection config.
+    :param max_connections: the pool size.
+    """
+    if config.proxy is not None:
+        log.info("Seedance API calls to %s go through the proxy %s", config.base_url, config.proxy_display)
     return {
         "base_url": config.base_url,
         "headers": {
@@ -583,9 +749,45 @@ def _client_kwargs(config: SeedanceConnectionConfig, max_connections: int) -> di
             "User-Agent": USER_AGENT,
         },
         "timeout": httpx.Timeout(config.timeout),
-        "limits": httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        "limits": httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
+        ),
         "follow_redirects": False,
+        "verify": _tls_verify(config),
+        # Without a `proxy` extra, httpx reads HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY, and with
+        # neither extra SSL_CERT_FILE / SSL_CERT_DIR, from the environment (trust_env): what curl users expect.
+        "proxy": config.proxy,
+        "trust_env": True,
     }
+
+
+def _tls_verify(config: SeedanceConnectionConfig) -> ssl.SSLContext | bool:
+    """
+    Return what the client verifies the API's certificate with: ``True`` (the default store), ``False``,
+    or a context trusting only the connection's ``ca_bundle``.
+
+    :param config: the resolved connection config.
+    """
+    if not config.verify:
+        log.warning(
+            "TLS certificate verification is OFF for the Seedance API at %s (connection extra verify=false): "
+            "anyone on the network path can read the API token. Use 'ca_bundle' for a private CA instead.",
+            config.base_url,
+        )
+        return False
+    if config.ca_bundle is None:
+        return True
+    try:
+        if os.path.isdir(config.ca_bundle):
+            return ssl.create_default_context(capath=config.ca_bundle)
+        return ssl.create_default_context(cafile=config.ca_bundle)
+    except (OSError, ssl.SSLError) as err:
+        raise SeedanceConfigurationError(
+            f"The CA bundle {config.ca_bundle!r} of the seedance connection could not be loaded ({err}); "
+            f"it must hold PEM certificates."
+        ) from None
 
 
 def shared_async_client(config: SeedanceConnectionConfig) -> httpx.AsyncClient:
@@ -694,12 +896,11 @@ class SeedanceHook(BaseHook):
     # -- configuration -----------------------------------------------------------------------------------
 
     def _apply_overrides(self, config: SeedanceConnectionConfig) -> SeedanceConnectionConfig:
-        return SeedanceConnectionConfig(
-            base_url=config.base_url,
-            token=config.token,
+        # replace() carries every other field (TLS, proxy) over unchanged.
+        return dataclasses.replace(
+            config,
             timeout=float(self.timeout) if self.timeout is not None else config.timeout,
             max_retries=int(self.max_retries) if self.max_retries is not None else config.max_retries,
-            retry_backoff=config.retry_backoff,
         )
 
     @cached_property

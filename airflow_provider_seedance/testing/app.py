@@ -390,6 +390,7 @@ def _classify(scope: Scope) -> RecordedRequest:
         endpoint="other",
         headers=headers,
         query=scope["query_string"].decode("latin-1"),
+        client_port=scope["client"][1] if scope.get("client") else None,
     )
     if path.startswith(_MODELS_PREFIX):
         entry.model_id = path[len(_MODELS_PREFIX) :]

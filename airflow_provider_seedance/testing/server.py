@@ -10,6 +10,7 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -35,8 +36,12 @@ CONNECTION_ENV_VAR = "AIRFLOW_CONN_SEEDANCE_DEFAULT"
 DEFAULT_BACKLOG = 4096
 """Listen backlog: benchmarks open thousands of connections at once."""
 
-DEFAULT_KEEP_ALIVE_SECONDS = 30
-"""Idle keep-alive timeout: polling clients reuse their connections between polls several seconds apart."""
+DEFAULT_KEEP_ALIVE_SECONDS = 75
+"""
+Idle keep-alive timeout: polling clients reuse their connections between polls several seconds apart.
+nginx's default, and longer than the provider's client-side expiry (``KEEPALIVE_EXPIRY_SECONDS``, 45 s), so
+the client closes idle connections first, as it does behind a real load balancer.
+"""
 
 GRACEFUL_SHUTDOWN_SECONDS = 2
 """How long stop() lets in-flight answers finish before uvicorn cancels them."""
@@ -67,6 +72,9 @@ class SeedanceEmulator:
     :param log_level: uvicorn's log level.
     :param backlog: the listen backlog.
     :param timeout_keep_alive: seconds an idle keep-alive connection stays open.
+    :param ssl_certfile: serve HTTPS with this certificate (PEM); see
+        :func:`~airflow_provider_seedance.testing.tls.make_local_certificates`.
+    :param ssl_keyfile: the certificate's private key (PEM), with ``ssl_certfile``.
     """
 
     def __init__(
@@ -80,7 +88,11 @@ class SeedanceEmulator:
         log_level: str = "warning",
         backlog: int = DEFAULT_BACKLOG,
         timeout_keep_alive: int = DEFAULT_KEEP_ALIVE_SECONDS,
+        ssl_certfile: str | os.PathLike[str] | None = None,
+        ssl_keyfile: str | os.PathLike[str] | None = None,
     ) -> None:
+        if (ssl_certfile is None) != (ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together: give both or neither")
         if state is None:
             state = EmulatorState(token, plan=plan)
         else:
@@ -94,6 +106,8 @@ class SeedanceEmulator:
         self._log_level = log_level
         self._backlog = backlog
         self._timeout_keep_alive = timeout_keep_alive
+        self._ssl_certfile = None if ssl_certfile is None else os.fspath(ssl_certfile)
+        self._ssl_keyfile = None if ssl_keyfile is None else os.fspath(ssl_keyfile)
         self._closing = threading.Event()
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
@@ -123,6 +137,8 @@ class SeedanceEmulator:
             timeout_keep_alive=self._timeout_keep_alive,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             server_header=False,
+            ssl_certfile=self._ssl_certfile,
+            ssl_keyfile=self._ssl_keyfile,
         )
         server = uvicorn.Server(config)
         self._server = server
@@ -192,9 +208,9 @@ class SeedanceEmulator:
 
     @property
     def base_url(self) -> str:
-        """The root URL, e.g. ``http://127.0.0.1:54321``."""
+        """The root URL, e.g. ``http://127.0.0.1:54321`` (``https://`` when serving TLS)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._ssl_certfile else 'http'}://{host}:{self.port}"
 
     def url(self, path: str) -> str:
         """

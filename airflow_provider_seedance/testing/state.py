@@ -462,6 +462,7 @@ class RecordedRequest:
     :param body: the parsed JSON body of a submit.
     :param fault: the kind of the fault applied to the call, if any.
     :param timestamp: arrival time (epoch seconds).
+    :param client_port: the client's TCP port: requests with the same port came over the same connection.
     """
 
     method: str
@@ -475,6 +476,7 @@ class RecordedRequest:
     body: Any = None
     fault: str | None = None
     timestamp: float = field(default_factory=time.time)
+    client_port: int | None = None
 
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
         """
@@ -498,6 +500,7 @@ class RecordedRequest:
             "body": self.body,
             "fault": self.fault,
             "timestamp": self.timestamp,
+            "client_port": self.client_port,
         }
 
 

@@ -104,7 +104,7 @@ class SeedanceRequestTrigger(BaseTrigger):
                         outcome = tracker.timed_out(self.end_time)
                 if outcome is not None:
                     break
-                await asyncio.sleep(next_sleep(self.poll_interval, self.end_time))
+                await asyncio.sleep(next_sleep(self.poll_interval, self.end_time, self.request_id))
         except Exception as exc:
             # API errors already became outcomes; this is a bug or an environment problem. An error event
             # fails the task with a readable message (a crashed trigger would only say "trigger failure").

@@ -81,6 +81,23 @@ def test_trigger_fan_in_benchmark_quick() -> None:
     assert "Targets (ours):" in output
 
 
+def test_trigger_fan_in_benchmark_quick_over_https() -> None:
+    output = run_quick("bench_triggers.py", "--protocols", "https")
+    assert "## N = 40 triggers, HTTPS" in output
+    rows = table_rows(output)
+    assert rows["metric"] == ["SeedanceRequestTrigger (ours)", "naive trigger"]
+    # Both variants reached the TLS emulator through the CA the benchmark made (no poll failed on trust).
+    assert rows["events: other (timeout / error / none yet)"] == ["0", "0"]
+    assert rows["triggers that polled at least once"] == ["40", "40"]
+    for metric in (
+        "TCP connections seen by the emulator (distinct client ports)",
+        "**detection latency p95, s**",
+    ):
+        assert all(cell not in ("failed", "n/a") for cell in rows[metric]), rows[metric]
+    assert "distinct TCP connections over the whole run" in output
+    assert "CPU per poll <= 0.25x naive" in output
+
+
 @pytest.mark.timeout(QUICK_TIMEOUT_SECONDS + 20)
 def test_worker_slot_benchmark_quick() -> None:
     output = run_quick("bench_worker_slot.py")
