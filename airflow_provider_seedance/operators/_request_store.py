@@ -231,7 +231,11 @@ def legacy_variable_key(dag_id: str, task_id: str, run_id: str, map_index: int |
     if "." in dag_id or "." in task_id:
         return None
     index = -1 if map_index is None else map_index
-    return f"{VARIABLE_PREFIX}.{dag_id}.{task_id}.{run_id}.{index}"
+    key = f"{VARIABLE_PREFIX}.{dag_id}.{task_id}.{run_id}.{index}"
+    if len(key) <= VARIABLE_KEY_MAX_LENGTH:
+        return key
+    digest = hashlib.sha256(f"{dag_id}\0{task_id}\0{run_id}\0{index}".encode()).hexdigest()
+    return f"{VARIABLE_PREFIX}.{dag_id[:100]}.{task_id[:80]}.{digest[:40]}"
 
 
 class VariableRequestStore:

@@ -37,6 +37,7 @@ from airflow_provider_seedance.exceptions import (
 from airflow_provider_seedance.operators import _lifecycle as lifecycle
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.testing import Fault, JobPlan
+from airflow_provider_seedance.transfers._streaming import DEFAULT_DOWNLOAD_MAX_RESUMES
 from airflow_provider_seedance.transfers.seedance_to_s3 import SeedanceToS3Operator
 from tests.operators._dag_support import IMAGE, START, run_dag, task_instances, unique_dag_id, xcom
 from tests.proof._support import (
@@ -584,6 +585,7 @@ class TransferCase:
     :param upload_part_failures: UploadPart calls to fail for this case (``None``: all of them; 0: none).
     :param plan: the job plan.
     :param download_timeout: the store task's ``download_timeout``.
+    :param download_max_resumes: the store task's ``download_max_resumes``.
     :param more_faults: faults armed after ``fault`` (the first matching one hits a call).
     """
 
@@ -597,6 +599,7 @@ class TransferCase:
     upload_part_failures: int | None = 0
     plan: JobPlan = FAST
     download_timeout: float = 5.0
+    download_max_resumes: int = DEFAULT_DOWNLOAD_MAX_RESUMES
     more_faults: tuple[Fault, ...] = ()
 
     @property
@@ -663,6 +666,8 @@ def _transfer_cases() -> list[TransferCase]:
             Fault(kind="truncated", endpoint="download", times=None),
             "failed",
             tries=every_try,
+            # Each interruption waits a growing backoff (up to a minute): a few show the rule in seconds.
+            download_max_resumes=4,
             error=SeedanceConnectionError,
             says=("Download of",),
         ),
@@ -792,6 +797,7 @@ def matrix(module_emulator: SeedanceEmulator, module_patch: pytest.MonkeyPatch) 
                     aws_conn_id=None,
                     part_size=PART_SIZE,
                     download_timeout=tcase.download_timeout,
+                    download_max_resumes=tcase.download_max_resumes,
                     download_max_retries=2,
                     download_retry_backoff=0.05,
                     **callbacks,
