@@ -33,8 +33,10 @@ same second).
 throwaway CA and a loopback server certificate
 (:func:`~airflow_provider_seedance.testing.tls.make_local_certificates`); the emulator serves TLS with it and
 both triggers trust it through the connection's ``ca_bundle`` extra, as a deployment behind a private CA
-does (nothing is trusted through ``SSL_CERT_FILE``, which would bypass the setting under test). The naive
-trigger builds its SSL context from that bundle for each client, as ``httpx.AsyncClient(verify=...)`` does. Each trigger's deadline is its
+does (nothing is trusted through ``SSL_CERT_FILE``, which would bypass the setting under test). The bundle
+is the one such deployments use: the public roots (certifi's) plus the private CA, what
+``update-ca-certificates`` produces and what docs/connection.md recommends. The naive trigger builds its SSL
+context from that bundle for each client, as ``httpx.AsyncClient(verify=...)`` does. Each trigger's deadline is its
 job's finish + 60 s; the orchestrator stops the trigger process (SIGTERM: it writes what it measured so
 far) 30 s after the last deadline, so a variant that cannot keep up is reported, not waited for.
 
@@ -110,6 +112,23 @@ CPU_RATIO_TARGETS = {"http": 0.5, "https": 0.25}
 PROTOCOLS = ("http", "https")
 _CONTROL_CA: str | None = None
 """The benchmark CA (HTTPS runs): trusted explicitly by the control calls, never through the environment."""
+
+
+BUNDLE_NAME = "bundle.pem"
+"""The connection's CA bundle in HTTPS runs: certifi's public roots plus the benchmark CA."""
+
+
+def write_bundle(tls_dir: Path) -> Path:
+    """
+    Write the CA bundle of a deployment behind a private CA: the public roots, then the private CA.
+
+    :param tls_dir: the directory holding the benchmark CA's ``ca.pem``.
+    """
+    import certifi
+
+    bundle = tls_dir / BUNDLE_NAME
+    bundle.write_bytes(Path(certifi.where()).read_bytes() + b"\n" + (tls_dir / "ca.pem").read_bytes())
+    return bundle
 
 
 def _control_verify() -> ssl.SSLContext | bool:
@@ -766,7 +785,7 @@ def run_variant(
     with emulator_process(run_dir / "emulator.log", tls_dir) as (url, _emulator):
         fields: dict[str, Any] = {"conn_type": "seedance", "host": url, "password": TOKEN}
         if tls_dir is not None:
-            fields["extra"] = {"ca_bundle": str(tls_dir / "ca.pem")}
+            fields["extra"] = {"ca_bundle": str(tls_dir / BUNDLE_NAME)}
         conn = json.dumps(fields)
         home = run_dir / "airflow-home"
         home.mkdir()
@@ -1146,6 +1165,7 @@ def main(argv: list[str] | None = None) -> int:
             tls_dir = Path(tmp) / "tls"
             tls_dir.mkdir()
             _CONTROL_CA = str(make_local_certificates(tls_dir).ca_path)
+            write_bundle(tls_dir)
         for n in counts:
             for protocol in protocols:
                 results: dict[str, dict[str, Any]] = {}
