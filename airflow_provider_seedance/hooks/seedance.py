@@ -966,6 +966,24 @@ class SeedanceHook(BaseHook):
                 )
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
+    def _submitted(self, response: httpx.Response, model_id: str) -> SubmitResponse:
+        """
+        Parse a submit answer (sync and async share it) and log the ``submitted`` state.
+
+        :param response: the answer of the submit POST.
+        :param model_id: the model submitted to.
+        """
+        submitted = parse_submission(response, model_id=model_id)
+        log_state(
+            self.log,
+            "submitted",
+            submitted.request_id,
+            "Submitted a %s generation: request_id=%s",
+            model_id,
+            submitted.request_id,
+        )
+        return submitted
+
     def submit(self, model_id: str, payload: Mapping[str, Any] | BaseModel) -> SubmitResponse:
         """
         Submit one generation (``POST /v1/models/{model_id}``). Never retried: a repeat could bill twice.
@@ -982,16 +1000,7 @@ class SeedanceHook(BaseHook):
             failure = submission_error(exc, model_id=model_id)
         if failure is not None:
             raise failure  # raised outside `except`: h11's text (may quote a header) is not chained
-        submitted = parse_submission(response, model_id=model_id)
-        log_state(
-            self.log,
-            "submitted",
-            submitted.request_id,
-            "Submitted a %s generation: request_id=%s",
-            model_id,
-            submitted.request_id,
-        )
-        return submitted
+        return self._submitted(response, model_id)
 
     def get_status(self, request_id: str) -> StatusResponse:
         """
@@ -1106,16 +1115,7 @@ class SeedanceHook(BaseHook):
             failure = submission_error(exc, model_id=model_id)
         if failure is not None:
             raise failure  # raised outside `except`: h11's text (may quote a header) is not chained
-        submitted = parse_submission(response, model_id=model_id)
-        log_state(
-            self.log,
-            "submitted",
-            submitted.request_id,
-            "Submitted a %s generation: request_id=%s",
-            model_id,
-            submitted.request_id,
-        )
-        return submitted
+        return self._submitted(response, model_id)
 
     async def aget_status(self, request_id: str) -> StatusResponse:
         """

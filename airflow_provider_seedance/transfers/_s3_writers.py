@@ -45,6 +45,7 @@ import os
 import tempfile
 import threading
 import uuid
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -381,7 +382,7 @@ class _S3Writer:
         return True
 
 
-class _S3MultipartStream(_S3Writer):
+class _S3MultipartStream(_S3Writer, ABC):
     """
     Stream a file's parts into one multipart upload at :meth:`_upload_key`, in order or out of order.
 
@@ -409,13 +410,13 @@ class _S3MultipartStream(_S3Writer):
 
     # -- what subclasses provide ---------------------------------------------------------------------------
 
+    @abstractmethod
     def _upload_key(self) -> str:
         """Return the key the parts are uploaded to."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _create_args(self) -> dict[str, Any]:
         """Return the arguments of CreateMultipartUpload besides bucket, key and checksum algorithm."""
-        raise NotImplementedError
 
     # -- DownloadSink ------------------------------------------------------------------------------------
 
