@@ -218,7 +218,7 @@ def test_unreadable_sidecar_is_ignored(file_server: FileServer, tmp_path: Path) 
     url = file_server.add("/clip.mp4", BODY)
     (tmp_path / "clip.mp4").write_bytes(BODY)
     (tmp_path / "clip.mp4.seedance.json").write_text('{"sha256": "ab')
-    with pytest.raises(SeedanceTransferError, match="no sha256 metadata"):
+    with pytest.raises(SeedanceTransferError, match="no source-url metadata"):
         run(source_urls=url, dest_path=f"file://{tmp_path}/clip.mp4")
     run(source_urls=url, dest_path=f"file://{tmp_path}/clip.mp4", replace=True)
     assert json.loads((tmp_path / "clip.mp4.seedance.json").read_text())["sha256"] == SHA
