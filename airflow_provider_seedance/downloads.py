@@ -302,8 +302,7 @@ def connection_allows_private_networks(conn_id: str | None) -> bool:
     """
     if not conn_id:
         return True
-    from airflow.exceptions import AirflowNotFoundException
-    from airflow.sdk import BaseHook
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
     try:
         conn = BaseHook.get_connection(conn_id)

@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_seedance.exceptions import SeedanceConfigurationError, SeedanceRequestFailedError
 from airflow_provider_seedance.hooks.seedance import SeedanceHook
