@@ -153,7 +153,7 @@ def logs(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> C
 
 
 class _ProviderRecords(logging.Handler):
-    """Append the message of every record of the provider's loggers to a list."""
+    """Append the level and message of every record of the provider's loggers to a list."""
 
     def __init__(self, lines: list[str]) -> None:
         super().__init__(logging.DEBUG)
@@ -161,7 +161,8 @@ class _ProviderRecords(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if "airflow_provider_seedance" in record.name:
-            self.lines.append(record.getMessage())
+            # With its level first, as structlog's console renderer writes it on 3.1+.
+            self.lines.append(f"[{record.levelname.lower():9}] {record.getMessage()}")
 
 
 def in_background(action: Callable[[], None]) -> threading.Thread:
