@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowTaskTimeout
-from airflow.sdk import BaseOperator, BaseOperatorLink
+from airflow.sdk import BaseOperator
 
 from airflow_provider_seedance import cost
 from airflow_provider_seedance.catalog import (
@@ -49,19 +49,14 @@ from airflow_provider_seedance.exceptions import (
     SeedanceTimeoutError,
     SeedanceTransientError,
 )
+from airflow_provider_seedance.get_provider_info import DEFAULT_BASE_URL
 from airflow_provider_seedance.hooks.seedance import (
     DEFAULT_CONN_ID,
     SeedanceHook,
     check_model_id,
     payload_to_body,
 )
-from airflow_provider_seedance.models import (
-    SEEDANCE_1_5_PRO_I2V_MODEL_ID,
-    RequestStatus,
-    SeedanceImageToVideoInput,
-    SeedanceTriggerEvent,
-)
-from airflow_provider_seedance.operators._lifecycle import (
+from airflow_provider_seedance.lifecycle import (
     DEFAULT_POLL_INTERVAL_SECONDS,
     DEFAULT_TIMEOUT_SECONDS,
     DEFER_TIMEOUT_GRACE_SECONDS,
@@ -73,6 +68,13 @@ from airflow_provider_seedance.operators._lifecycle import (
     poll_once,
     positive_seconds,
     wait_for_request,
+)
+from airflow_provider_seedance.links.seedance import SeedanceVideoLink, remember_video_url
+from airflow_provider_seedance.models import (
+    SEEDANCE_1_5_PRO_I2V_MODEL_ID,
+    RequestStatus,
+    SeedanceImageToVideoInput,
+    SeedanceTriggerEvent,
 )
 from airflow_provider_seedance.operators._request_store import (
     MIN_RETENTION,
@@ -87,7 +89,6 @@ from airflow_provider_seedance.version_compat import TaskDeferralTimeout
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
-    from airflow.sdk.types import TaskInstanceKey
 
 REQUEST_ID_XCOM_KEY = "request_id"
 """XCom key of the request id, pushed as soon as the request is submitted."""
@@ -98,59 +99,8 @@ SUBMITTED_STATUS = "submitted"
 MAX_RETRY_DELAY_FALLBACK = timedelta(days=1)
 """Longest gap assumed between two tries when exponential backoff has no ``max_retry_delay``."""
 
-VIDEO_URL_ATTRIBUTE = "_seedance_video_url"
-"""Instance attribute where a running task keeps the URL its extra link shows."""
-
 LINEAGE_IMAGE_FIELDS = ("first_frame_image_url", "image", "image_url", "images")
 """Input fields whose http(s) URLs are reported to OpenLineage as the generation's input datasets."""
-
-_UNKNOWN = object()
-
-
-class SeedanceVideoLink(BaseOperatorLink):
-    """Link a Seedance task to the video it generated (``video_url`` of its return value)."""
-
-    name = "Seedance video"
-
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """
-        Return the generated video's URL, or an empty string while there is none.
-
-        :param operator: the task the link belongs to.
-        :param ti_key: the task instance whose return value holds the URL.
-        """
-        # The task that just ran knows its outcome: no XCom round trip (and no "XCom not found" error in
-        # the log of a task that deferred or failed).
-        known = operator.__dict__.get(VIDEO_URL_ATTRIBUTE, _UNKNOWN)
-        if known is not _UNKNOWN:
-            return video_link({"video_url": known})
-        from airflow.providers.common.compat.sdk import XCom
-
-        return video_link(XCom.get_value(ti_key=ti_key, key="return_value"))
-
-
-def remember_video_url(operator: BaseOperator, url: str | None) -> None:
-    """
-    Record on the running task the video URL its extra link shows (``None``: no video, or not yet).
-
-    :param operator: the running task.
-    :param url: the generated video's URL.
-    """
-    operator.__dict__[VIDEO_URL_ATTRIBUTE] = url
-
-
-def video_link(value: object) -> str:
-    """
-    Return the ``video_url`` of a task's return value when it is an http(s) URL, else an empty string.
-
-    The URL comes from the API: anything but http(s) (``javascript:``, ``data:``) is not shown as a link.
-
-    :param value: the task's XCom ``return_value``.
-    """
-    url = value.get("video_url") if isinstance(value, Mapping) else None
-    if isinstance(url, str) and url.lower().startswith(("https://", "http://")):
-        return url
-    return ""
 
 
 class SeedanceBaseOperator(BaseOperator):
@@ -362,10 +312,7 @@ class SeedanceBaseOperator(BaseOperator):
         self.log.info("Task killed: cancelling Seedance request %s", request_id)
         # on_kill may run in a SIGTERM handler that interrupted a call on self.hook's client: cancel through
         # a client of its own, with the connection already resolved (no lookup inside a signal handler).
-        hook = SeedanceHook(seedance_conn_id=self.seedance_conn_id)
-        resolved = self.__dict__.get("hook")
-        if resolved is not None and "config" in resolved.__dict__:
-            hook.__dict__["config"] = resolved.__dict__["config"]
+        hook = self.hook.detached()
         try:
             self.log.info("%s", cancel_quietly(hook, request_id, self.log))
         finally:
@@ -477,8 +424,8 @@ class SeedanceBaseOperator(BaseOperator):
         try:
             base_url = self.hook.config.base_url
         except Exception:
-            base_url = "https://model-api.runcomfy.net"
-        namespace, _ = _url_dataset(str(base_url)) or ("https://model-api.runcomfy.net", "")
+            base_url = DEFAULT_BASE_URL
+        namespace, _ = _url_dataset(str(base_url)) or (DEFAULT_BASE_URL, "")
         return namespace
 
     # -- durability -------------------------------------------------------------------------------------
@@ -943,7 +890,6 @@ __all__ = [
     "SeedanceImageToVideoOperator",
     "SeedanceSubmitOperator",
     "SeedanceV2ProOperator",
+    # Re-exported from links/: provider info and serialized DAGs of earlier versions name it here.
     "SeedanceVideoLink",
-    "remember_video_url",
-    "video_link",
 ]

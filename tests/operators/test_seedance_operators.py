@@ -19,8 +19,8 @@ from airflow_provider_seedance.exceptions import (
     SeedanceTimeoutError,
 )
 from airflow_provider_seedance.hooks.seedance import SeedanceHook
+from airflow_provider_seedance.lifecycle import DEFER_TIMEOUT_GRACE_SECONDS, default_deferrable
 from airflow_provider_seedance.models import RequestStatus, SeedanceImageToVideoInput
-from airflow_provider_seedance.operators._lifecycle import DEFER_TIMEOUT_GRACE_SECONDS, default_deferrable
 from airflow_provider_seedance.operators._request_store import (
     MIN_RETENTION,
     STATE_KEY,
@@ -29,9 +29,6 @@ from airflow_provider_seedance.operators._request_store import (
 from airflow_provider_seedance.operators.seedance import (
     SeedanceImageToVideoOperator,
     SeedanceSubmitOperator,
-    SeedanceVideoLink,
-    remember_video_url,
-    video_link,
 )
 from airflow_provider_seedance.testing import Fault, JobPlan, SeedanceEmulator
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
@@ -482,6 +479,25 @@ def test_sync_mode_on_kill_cancels_the_request(emulator: SeedanceEmulator, seeda
     assert error.status == "cancelled"
 
 
+def test_on_kill_cancels_without_looking_the_connection_up_again(
+    emulator: SeedanceEmulator, seedance_conn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # on_kill runs in a signal handler: it cancels on a client of its own, with the connection the task
+    # already resolved (a lookup there could hang on a secrets backend, or fail as here).
+    emulator.set_plan(STUCK)
+    op = i2v(deferrable=False, timeout=30, wait_for_completion=False)
+    request_id = op.execute(make_context(FakeTaskInstance(), FakeTaskStateStore()))["request_id"]
+    op._request_id = request_id  # as while the worker polls it
+    client = op.hook.client
+    monkeypatch.delenv("AIRFLOW_CONN_SEEDANCE_DEFAULT")
+
+    op.on_kill()
+
+    assert emulator.state.count("cancel") == 1
+    assert status_of(request_id) is RequestStatus.CANCELLED
+    assert not client.is_closed  # the interrupted call's client is left alone
+
+
 def test_on_kill_without_a_request_does_nothing(emulator: SeedanceEmulator, seedance_conn: str) -> None:
     i2v().on_kill()
     assert emulator.state.requests() == []
@@ -636,51 +652,3 @@ def test_garbage_in_the_store_counts_as_nothing_stored(
     with pytest.raises(TaskDeferred):
         i2v().execute(make_context(store=store))
     assert emulator.state.count("submit") == 1
-
-
-# -- extra link ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "link"),
-    [
-        ({"video_url": "https://cdn.runcomfy.net/v.mp4"}, "https://cdn.runcomfy.net/v.mp4"),
-        ({"video_url": "http://127.0.0.1:1/files/a/0.mp4"}, "http://127.0.0.1:1/files/a/0.mp4"),
-        ({"video_url": "javascript:alert(1)"}, ""),
-        ({"video_url": None}, ""),
-        ({"request_id": "R", "status": "submitted"}, ""),
-        (None, ""),
-        ("https://not-a-dict", ""),
-    ],
-)
-def test_video_link(value: Any, link: str) -> None:
-    assert video_link(value) == link
-
-
-def test_video_link_reads_the_return_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.sdk.execution_time import xcom
-
-    seen: dict[str, Any] = {}
-
-    def get_value(*, ti_key: Any, key: str) -> Any:
-        seen.update(ti_key=ti_key, key=key)
-        return {"video_url": "https://cdn.runcomfy.net/out.mp4"}
-
-    monkeypatch.setattr(xcom.XCom, "get_value", staticmethod(get_value))
-    ti_key = object()
-    assert SeedanceVideoLink().get_link(i2v(), ti_key=ti_key) == "https://cdn.runcomfy.net/out.mp4"  # type: ignore[arg-type]
-    assert seen == {"ti_key": ti_key, "key": "return_value"}
-
-
-def test_video_link_of_the_task_that_just_ran_needs_no_xcom(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.sdk.execution_time import xcom
-
-    def get_value(**_: Any) -> Any:
-        raise AssertionError("no XCom lookup expected")
-
-    monkeypatch.setattr(xcom.XCom, "get_value", staticmethod(get_value))
-    op = i2v()
-    remember_video_url(op, "https://cdn.runcomfy.net/done.mp4")
-    assert SeedanceVideoLink().get_link(op, ti_key=object()) == "https://cdn.runcomfy.net/done.mp4"  # type: ignore[arg-type]
-    remember_video_url(op, None)  # deferred or failed: no link yet
-    assert SeedanceVideoLink().get_link(op, ti_key=object()) == ""  # type: ignore[arg-type]

@@ -48,12 +48,12 @@ from airflow.sdk import DAG
 
 from airflow_provider_seedance.exceptions import SeedanceError
 from airflow_provider_seedance.hooks.seedance import SeedanceHook, aclose_shared_clients
+from airflow_provider_seedance.lifecycle import RequestTracker, finish_event, wait_for_request
 from airflow_provider_seedance.models import (
     SeedanceImageToVideoInput,
     SeedanceInputModel,
     SeedanceTriggerEvent,
 )
-from airflow_provider_seedance.operators._lifecycle import RequestTracker, finish_event, wait_for_request
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.testing import EmulatorState, Fault, JobPlan, SeedanceEmulator
 from airflow_provider_seedance.transfers.seedance_to_s3 import SeedanceToS3Operator

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 from airflow.sdk import DAG
 
+from airflow_provider_seedance import lifecycle
 from airflow_provider_seedance.exceptions import (
     SeedanceAPIError,
     SeedanceAuthenticationError,
@@ -34,7 +35,6 @@ from airflow_provider_seedance.exceptions import (
     SeedanceTimeoutError,
     SeedanceTransferError,
 )
-from airflow_provider_seedance.operators import _lifecycle as lifecycle
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.testing import Fault, JobPlan
 from airflow_provider_seedance.transfers._streaming import DEFAULT_DOWNLOAD_MAX_RESUMES

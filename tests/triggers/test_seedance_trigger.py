@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_seedance import lifecycle
 from airflow_provider_seedance.exceptions import SeedanceConfigurationError, SeedanceInputError
 from airflow_provider_seedance.hooks.seedance import SeedanceHook
 from airflow_provider_seedance.models import (
@@ -16,7 +17,6 @@ from airflow_provider_seedance.models import (
     RequestStatus,
     SeedanceTriggerEvent,
 )
-from airflow_provider_seedance.operators import _lifecycle as lifecycle
 from airflow_provider_seedance.testing import Fault, JobPlan, SeedanceEmulator
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
 from tests._support import conn_json

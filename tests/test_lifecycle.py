@@ -1,6 +1,6 @@
 """The request lifecycle's shared rules: timing arguments, the success rule, and 404 as read-after-write lag.
 
-Each rule lives once in ``operators/_lifecycle.py`` (or, for success, on ``ResultResponse``); these tests pin
+Each rule lives once in ``lifecycle.py`` (or, for success, on ``ResultResponse``); these tests pin
 that the operators, the sensor and the trigger all apply it, over real HTTP against the emulator.
 """
 
@@ -14,10 +14,10 @@ import pytest
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import TaskDeferred
 
+from airflow_provider_seedance import lifecycle
 from airflow_provider_seedance.exceptions import SeedanceConfigurationError, SeedanceRequestFailedError
 from airflow_provider_seedance.hooks.seedance import SeedanceHook
 from airflow_provider_seedance.models import ResultResponse, SeedanceImageToVideoInput
-from airflow_provider_seedance.operators import _lifecycle as lifecycle
 from airflow_provider_seedance.operators._request_store import STATE_KEY, StoredRequest, input_fingerprint
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.sensors.seedance import SeedanceRequestSensor
