@@ -174,7 +174,7 @@ class SeedanceBaseOperator(BaseOperator):
 
     @abstractmethod
     def build_request(self) -> tuple[str, dict[str, Any]]:
-        """Return ``(model_id, JSON body)`` to submit, validated; raise :class:`SeedanceInputError` otherwise."""
+        """Return ``(model_id, JSON body)`` to submit, validated; raise :class:`SeedanceInputError` if not."""
 
     def before_submit(self, model_id: str, body: dict[str, Any]) -> None:
         """
@@ -229,7 +229,7 @@ class SeedanceBaseOperator(BaseOperator):
             submitted = {"request_id": request_id, "model_id": model_id, "status": SUBMITTED_STATUS}
             return self._hand_back(context, submitted, store)
 
-        # In the worker, no retry wait of a status or result read (backoff, Retry-After) may pass the deadline.
+        # In the worker, no retry wait of a status or result read (backoff, Retry-After) passes the deadline.
         self.hook.deadline = end_time
         tracker = RequestTracker(request_id, self.log, submitted_at=self._submitted_at)
         if outcome is None:
@@ -373,10 +373,10 @@ class SeedanceBaseOperator(BaseOperator):
             if isinstance(exc, SeedanceRequestFailedError) and exc.status in ("failed", "cancelled"):
                 raise
             raise SeedanceRequestNotStoredError(
-                f"{type(exc).__name__}: {str(exc).rstrip('.')}. Seedance request {request_id} was submitted by "
-                f"this try, but its id could not be stored for the next one, so this failure is NOT retried "
-                f"(a retry would submit, and pay for, a second request). Follow request {request_id} with "
-                f"SeedanceRequestSensor, or check it in your RunComfy request history.",
+                f"{type(exc).__name__}: {str(exc).rstrip('.')}. Seedance request {request_id} was submitted "
+                f"by this try, but its id could not be stored for the next one, so this failure is NOT "
+                f"retried (a retry would submit, and pay for, a second request). Follow request {request_id} "
+                f"with SeedanceRequestSensor, or check it in your RunComfy request history.",
                 request_id=request_id,
             ) from exc
 
@@ -485,8 +485,8 @@ class SeedanceBaseOperator(BaseOperator):
         :param request_id: the request of the earlier try.
         """
         changed = (
-            f"Seedance request {request_id} was submitted by an earlier try of this task for a different model "
-            f"or input (the DAG or its parameters changed since)"
+            f"Seedance request {request_id} was submitted by an earlier try of this task for a different "
+            f"model or input (the DAG or its parameters changed since)"
         )
         try:
             state = self.hook.get_status(request_id).state
@@ -517,8 +517,8 @@ class SeedanceBaseOperator(BaseOperator):
             )
         else:
             self.log.warning(
-                "%s and has already finished (%s; billed if it succeeded): its result is not used. Submitting "
-                "the current input as a new, separately billed request.",
+                "%s and has already finished (%s; billed if it succeeded): its result is not used. "
+                "Submitting the current input as a new, separately billed request.",
                 changed,
                 state.value,
             )
@@ -588,7 +588,7 @@ class SeedanceBaseOperator(BaseOperator):
             ) from exc
 
     def _save(self, store: RequestStore, record: StoredRequest) -> bool:
-        """Store the request id for the next try; return whether that worked (a failure is logged, not raised)."""
+        """Store the request id for the next try; return whether that worked (a failure is logged only)."""
         try:
             store.save(record)
         except Exception as exc:
@@ -638,7 +638,8 @@ class SeedanceSubmitOperator(SeedanceBaseOperator):
         :mod:`airflow_provider_seedance.catalog` (unknown fields and bad values fail before anything is
         sent) when the catalog knows the model id; an unknown model id is sent as written. ``False``
         (default): the input is sent as written.
-    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no budget).
+    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no
+        budget).
     :param on_unknown_cost: ``"allow"`` (default) or ``"fail"`` when the price cannot be estimated.
     """
 
@@ -701,7 +702,8 @@ class SeedanceImageToVideoOperator(SeedanceBaseOperator):
         credentials) and check the model page's rules (300-6000 px sides, aspect 0.4-2.5, < 30 MB), so a bad
         image fails the task before it is paid for. Needs Pillow (the ``images`` extra). Off by default:
         nothing is downloaded unless asked. Runs before the cost check, and not on a re-attach.
-    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no budget).
+    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no
+        budget).
     :param on_unknown_cost: ``"allow"`` (default) or ``"fail"`` when the price cannot be estimated.
     """
 
@@ -788,7 +790,8 @@ class SeedanceV2ProOperator(SeedanceBaseOperator):
     :param generate_audio: generate a soundtrack.
     :param seed: an integer seed for reproducible results.
     :param model_id: the RunComfy model id.
-    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no budget).
+    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no
+        budget).
     :param on_unknown_cost: ``"allow"`` (default) or ``"fail"`` when the price cannot be estimated.
     """
 

@@ -71,7 +71,7 @@ class SeedanceRequestTrigger(BaseTrigger):
         self.submitted_at = None if submitted_at is None else finite_seconds(submitted_at, "submitted_at")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Return the classpath and the kwargs that rebuild this trigger: ids and timings only, never secrets."""
+        """Return the classpath and the kwargs that rebuild this trigger: ids and timings, never secrets."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {

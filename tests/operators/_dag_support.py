@@ -292,12 +292,12 @@ def request_state(request_id: str) -> RequestStatus:
         hook.close()
 
 
-def image_to_video(prompt: str, image: str = IMAGE, **kwargs: Any) -> SeedanceImageToVideoOperator:
+def image_to_video(prompt: str, image: str = IMAGE, /, **kwargs: Any) -> SeedanceImageToVideoOperator:
     """
     Return the image-to-video operator, task id ``generate``, polling every 0.05 s unless told otherwise.
 
-    :param prompt: the prompt.
-    :param image: the first-frame image URL.
+    :param prompt: the default prompt (``prompt=`` in ``kwargs`` overrides it).
+    :param image: the default first-frame image URL (``first_frame_image_url=`` overrides it).
     :param kwargs: further operator arguments.
     """
     kwargs = {"task_id": "generate", "prompt": prompt, "first_frame_image_url": image, **kwargs}

@@ -305,7 +305,7 @@ def test_the_record_outlives_a_failed_return_value_push(
     assert emulator.state.count("submit") == 1
 
 
-# -- item 14: in the worker, no retry wait crosses the deadline ------------------------------------------------
+# -- item 14: in the worker, no retry wait crosses the deadline -------------------------------------------
 
 
 def _run_bounded(action: Any, limit: float) -> BaseException | None:

@@ -911,7 +911,7 @@ def test_a_token_with_a_newline_leaves_no_trace(matrix: MatrixRun) -> None:
     "case", [c for c in OPERATOR_CASES if c.id.endswith("-429") and c.phase != "submit"], ids=lambda c: c.id
 )
 def test_retry_after_is_honoured(matrix: MatrixRun, case: OperatorCase) -> None:
-    """After a 429 with ``Retry-After: 0.3`` the next read waits at least that long (backoff alone is 0.05 s)."""
+    """After a 429 with ``Retry-After: 0.3`` the next read waits at least that long (backoff: 0.05 s)."""
     [job] = jobs_of(matrix.emulator, case.model_id)
     calls = [
         r for r in calls_of(matrix.emulator, case.phase, case.model_id) if r.request_id == job.request_id

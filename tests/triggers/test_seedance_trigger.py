@@ -1,4 +1,4 @@
-"""SeedanceRequestTrigger against the emulator over real HTTP: every terminal event, faults, on_kill, scale."""
+"""SeedanceRequestTrigger against the emulator over real HTTP: every end event, faults, on_kill, scale."""
 
 from __future__ import annotations
 
