@@ -119,5 +119,5 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": CONN_FIELDS,
             }
         ],
-        "extra-links": ["airflow_provider_seedance.operators.seedance.SeedanceVideoLink"],
+        "extra-links": ["airflow_provider_seedance.links.seedance.SeedanceVideoLink"],
     }

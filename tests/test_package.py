@@ -17,6 +17,8 @@ PUBLIC_MODULES = [
     "airflow_provider_seedance.models",
     "airflow_provider_seedance.get_provider_info",
     "airflow_provider_seedance.hooks.seedance",
+    "airflow_provider_seedance.lifecycle",
+    "airflow_provider_seedance.links.seedance",
     "airflow_provider_seedance.operators.seedance",
     "airflow_provider_seedance.triggers.seedance",
     "airflow_provider_seedance.sensors.seedance",

@@ -933,6 +933,18 @@ class SeedanceHook(BaseHook):
         if client is not None:
             client.close()
 
+    def detached(self) -> SeedanceHook:
+        """
+        Return a hook on the same connection with an HTTP client of its own (none opened yet).
+
+        The connection this hook already resolved is carried over, so the copy looks nothing up: safe in a
+        signal handler (``on_kill``) that cut into a call on this hook's client. Close it after use.
+        """
+        twin = SeedanceHook(self.seedance_conn_id, timeout=self.timeout, max_retries=self.max_retries)
+        if "config" in self.__dict__:
+            twin.__dict__["config"] = self.__dict__["config"]
+        return twin
+
     # -- sync API ------------------------------------------------------------------------------------
 
     def _get(

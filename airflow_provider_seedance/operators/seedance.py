@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowTaskTimeout
-from airflow.sdk import BaseOperator, BaseOperatorLink
+from airflow.sdk import BaseOperator
 
 from airflow_provider_seedance import cost
 from airflow_provider_seedance.catalog import (
@@ -49,19 +49,14 @@ from airflow_provider_seedance.exceptions import (
     SeedanceTimeoutError,
     SeedanceTransientError,
 )
+from airflow_provider_seedance.get_provider_info import DEFAULT_BASE_URL
 from airflow_provider_seedance.hooks.seedance import (
     DEFAULT_CONN_ID,
     SeedanceHook,
     check_model_id,
     payload_to_body,
 )
-from airflow_provider_seedance.models import (
-    SEEDANCE_1_5_PRO_I2V_MODEL_ID,
-    RequestStatus,
-    SeedanceImageToVideoInput,
-    SeedanceTriggerEvent,
-)
-from airflow_provider_seedance.operators._lifecycle import (
+from airflow_provider_seedance.lifecycle import (
     DEFAULT_POLL_INTERVAL_SECONDS,
     DEFAULT_TIMEOUT_SECONDS,
     DEFER_TIMEOUT_GRACE_SECONDS,
@@ -73,6 +68,13 @@ from airflow_provider_seedance.operators._lifecycle import (
     poll_once,
     positive_seconds,
     wait_for_request,
+)
+from airflow_provider_seedance.links.seedance import SeedanceVideoLink, remember_video_url
+from airflow_provider_seedance.models import (
+    SEEDANCE_1_5_PRO_I2V_MODEL_ID,
+    RequestStatus,
+    SeedanceImageToVideoInput,
+    SeedanceTriggerEvent,
 )
 from airflow_provider_seedance.operators._request_store import (
     MIN_RETENTION,
@@ -87,7 +89,6 @@ from airflow_provider_seedance.version_compat import TaskDeferralTimeout
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
-    from airflow.sdk.types import TaskInstanceKey
 
 REQUEST_ID_XCOM_KEY = "request_id"
 """XCom key of the request id, pushed as soon as the request is submitted."""
@@ -98,59 +99,8 @@ SUBMITTED_STATUS = "submitted"
 MAX_RETRY_DELAY_FALLBACK = timedelta(days=1)
 """Longest gap assumed between two tries when exponential backoff has no ``max_retry_delay``."""
 
-VIDEO_URL_ATTRIBUTE = "_seedance_video_url"
-"""Instance attribute where a running task keeps the URL its extra link shows."""
-
 LINEAGE_IMAGE_FIELDS = ("first_frame_image_url", "image", "image_url", "images")
 """Input fields whose http(s) URLs are reported to OpenLineage as the generation's input datasets."""
-
-_UNKNOWN = object()
-
-
-class SeedanceVideoLink(BaseOperatorLink):
-    """Link a Seedance task to the video it generated (``video_url`` of its return value)."""
-
-    name = "Seedance video"
-
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """
-        Return the generated video's URL, or an empty string while there is none.
-
-        :param operator: the task the link belongs to.
-        :param ti_key: the task instance whose return value holds the URL.
-        """
-        # The task that just ran knows its outcome: no XCom round trip (and no "XCom not found" error in
-        # the log of a task that deferred or failed).
-        known = operator.__dict__.get(VIDEO_URL_ATTRIBUTE, _UNKNOWN)
-        if known is not _UNKNOWN:
-            return video_link({"video_url": known})
-        from airflow.providers.common.compat.sdk import XCom
-
-        return video_link(XCom.get_value(ti_key=ti_key, key="return_value"))
-
-
-def remember_video_url(operator: BaseOperator, url: str | None) -> None:
-    """
-    Record on the running task the video URL its extra link shows (``None``: no video, or not yet).
-
-    :param operator: the running task.
-    :param url: the generated video's URL.
-    """
-    operator.__dict__[VIDEO_URL_ATTRIBUTE] = url
-
-
-def video_link(value: object) -> str:
-    """
-    Return the ``video_url`` of a task's return value when it is an http(s) URL, else an empty string.
-
-    The URL comes from the API: anything but http(s) (``javascript:``, ``data:``) is not shown as a link.
-
-    :param value: the task's XCom ``return_value``.
-    """
-    url = value.get("video_url") if isinstance(value, Mapping) else None
-    if isinstance(url, str) and url.lower().startswith(("https://", "http://")):
-        return url
-    return ""
 
 
 class SeedanceBaseOperator(BaseOperator):
@@ -224,7 +174,7 @@ class SeedanceBaseOperator(BaseOperator):
 
     @abstractmethod
     def build_request(self) -> tuple[str, dict[str, Any]]:
-        """Return ``(model_id, JSON body)`` to submit, validated; raise :class:`SeedanceInputError` otherwise."""
+        """Return ``(model_id, JSON body)`` to submit, validated; raise :class:`SeedanceInputError` if not."""
 
     def before_submit(self, model_id: str, body: dict[str, Any]) -> None:
         """
@@ -279,7 +229,7 @@ class SeedanceBaseOperator(BaseOperator):
             submitted = {"request_id": request_id, "model_id": model_id, "status": SUBMITTED_STATUS}
             return self._hand_back(context, submitted, store)
 
-        # In the worker, no retry wait of a status or result read (backoff, Retry-After) may pass the deadline.
+        # In the worker, no retry wait of a status or result read (backoff, Retry-After) passes the deadline.
         self.hook.deadline = end_time
         tracker = RequestTracker(request_id, self.log, submitted_at=self._submitted_at)
         if outcome is None:
@@ -362,10 +312,7 @@ class SeedanceBaseOperator(BaseOperator):
         self.log.info("Task killed: cancelling Seedance request %s", request_id)
         # on_kill may run in a SIGTERM handler that interrupted a call on self.hook's client: cancel through
         # a client of its own, with the connection already resolved (no lookup inside a signal handler).
-        hook = SeedanceHook(seedance_conn_id=self.seedance_conn_id)
-        resolved = self.__dict__.get("hook")
-        if resolved is not None and "config" in resolved.__dict__:
-            hook.__dict__["config"] = resolved.__dict__["config"]
+        hook = self.hook.detached()
         try:
             self.log.info("%s", cancel_quietly(hook, request_id, self.log))
         finally:
@@ -426,10 +373,10 @@ class SeedanceBaseOperator(BaseOperator):
             if isinstance(exc, SeedanceRequestFailedError) and exc.status in ("failed", "cancelled"):
                 raise
             raise SeedanceRequestNotStoredError(
-                f"{type(exc).__name__}: {str(exc).rstrip('.')}. Seedance request {request_id} was submitted by "
-                f"this try, but its id could not be stored for the next one, so this failure is NOT retried "
-                f"(a retry would submit, and pay for, a second request). Follow request {request_id} with "
-                f"SeedanceRequestSensor, or check it in your RunComfy request history.",
+                f"{type(exc).__name__}: {str(exc).rstrip('.')}. Seedance request {request_id} was submitted "
+                f"by this try, but its id could not be stored for the next one, so this failure is NOT "
+                f"retried (a retry would submit, and pay for, a second request). Follow request {request_id} "
+                f"with SeedanceRequestSensor, or check it in your RunComfy request history.",
                 request_id=request_id,
             ) from exc
 
@@ -477,8 +424,8 @@ class SeedanceBaseOperator(BaseOperator):
         try:
             base_url = self.hook.config.base_url
         except Exception:
-            base_url = "https://model-api.runcomfy.net"
-        namespace, _ = _url_dataset(str(base_url)) or ("https://model-api.runcomfy.net", "")
+            base_url = DEFAULT_BASE_URL
+        namespace, _ = _url_dataset(str(base_url)) or (DEFAULT_BASE_URL, "")
         return namespace
 
     # -- durability -------------------------------------------------------------------------------------
@@ -538,8 +485,8 @@ class SeedanceBaseOperator(BaseOperator):
         :param request_id: the request of the earlier try.
         """
         changed = (
-            f"Seedance request {request_id} was submitted by an earlier try of this task for a different model "
-            f"or input (the DAG or its parameters changed since)"
+            f"Seedance request {request_id} was submitted by an earlier try of this task for a different "
+            f"model or input (the DAG or its parameters changed since)"
         )
         try:
             state = self.hook.get_status(request_id).state
@@ -570,8 +517,8 @@ class SeedanceBaseOperator(BaseOperator):
             )
         else:
             self.log.warning(
-                "%s and has already finished (%s; billed if it succeeded): its result is not used. Submitting "
-                "the current input as a new, separately billed request.",
+                "%s and has already finished (%s; billed if it succeeded): its result is not used. "
+                "Submitting the current input as a new, separately billed request.",
                 changed,
                 state.value,
             )
@@ -641,7 +588,7 @@ class SeedanceBaseOperator(BaseOperator):
             ) from exc
 
     def _save(self, store: RequestStore, record: StoredRequest) -> bool:
-        """Store the request id for the next try; return whether that worked (a failure is logged, not raised)."""
+        """Store the request id for the next try; return whether that worked (a failure is logged only)."""
         try:
             store.save(record)
         except Exception as exc:
@@ -691,7 +638,8 @@ class SeedanceSubmitOperator(SeedanceBaseOperator):
         :mod:`airflow_provider_seedance.catalog` (unknown fields and bad values fail before anything is
         sent) when the catalog knows the model id; an unknown model id is sent as written. ``False``
         (default): the input is sent as written.
-    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no budget).
+    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no
+        budget).
     :param on_unknown_cost: ``"allow"`` (default) or ``"fail"`` when the price cannot be estimated.
     """
 
@@ -754,7 +702,8 @@ class SeedanceImageToVideoOperator(SeedanceBaseOperator):
         credentials) and check the model page's rules (300-6000 px sides, aspect 0.4-2.5, < 30 MB), so a bad
         image fails the task before it is paid for. Needs Pillow (the ``images`` extra). Off by default:
         nothing is downloaded unless asked. Runs before the cost check, and not on a re-attach.
-    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no budget).
+    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no
+        budget).
     :param on_unknown_cost: ``"allow"`` (default) or ``"fail"`` when the price cannot be estimated.
     """
 
@@ -841,7 +790,8 @@ class SeedanceV2ProOperator(SeedanceBaseOperator):
     :param generate_audio: generate a soundtrack.
     :param seed: an integer seed for reproducible results.
     :param model_id: the RunComfy model id.
-    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no budget).
+    :param max_cost_usd: refuse to submit when the estimated price is higher (US dollars; ``None``: no
+        budget).
     :param on_unknown_cost: ``"allow"`` (default) or ``"fail"`` when the price cannot be estimated.
     """
 
@@ -943,7 +893,6 @@ __all__ = [
     "SeedanceImageToVideoOperator",
     "SeedanceSubmitOperator",
     "SeedanceV2ProOperator",
+    # Re-exported from links/: provider info and serialized DAGs of earlier versions name it here.
     "SeedanceVideoLink",
-    "remember_video_url",
-    "video_link",
 ]

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_seedance.hooks.seedance import DEFAULT_CONN_ID, SeedanceHook, check_request_id
-from airflow_provider_seedance.models import SeedanceTriggerEvent
-from airflow_provider_seedance.operators._lifecycle import (
+from airflow_provider_seedance.lifecycle import (
     DEFAULT_POLL_INTERVAL_SECONDS,
     DEFAULT_TIMEOUT_SECONDS,
     DEFER_TIMEOUT_GRACE_SECONDS,
@@ -22,7 +21,8 @@ from airflow_provider_seedance.operators._lifecycle import (
     poll_once,
     positive_seconds,
 )
-from airflow_provider_seedance.operators.seedance import SeedanceVideoLink, remember_video_url
+from airflow_provider_seedance.links.seedance import SeedanceVideoLink, remember_video_url
+from airflow_provider_seedance.models import SeedanceTriggerEvent
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
 
 if TYPE_CHECKING:

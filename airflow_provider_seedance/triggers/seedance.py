@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from functools import cached_property
 from typing import Any
@@ -12,16 +11,14 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_seedance._state_log import log_state
 from airflow_provider_seedance.exceptions import SeedanceConfigurationError, SeedanceError
 from airflow_provider_seedance.hooks.seedance import DEFAULT_CONN_ID, SeedanceHook, check_request_id
-from airflow_provider_seedance.models import SeedanceTriggerEvent
-from airflow_provider_seedance.operators._lifecycle import (
+from airflow_provider_seedance.lifecycle import (
     DEFAULT_POLL_INTERVAL_SECONDS,
     RequestTracker,
-    apoll_once,
+    await_request,
     finite_seconds,
-    next_sleep,
     positive_seconds,
-    seconds_left,
 )
+from airflow_provider_seedance.models import SeedanceTriggerEvent
 
 
 class SeedanceRequestTrigger(BaseTrigger):
@@ -33,8 +30,8 @@ class SeedanceRequestTrigger(BaseTrigger):
     status GET; the result GET happens only once the run is over. Transient API failures (already retried by
     the hook) are logged and polling goes on until the deadline; permanent ones (bad token, unknown request)
     end the wait with an ``error`` event, except a 404 within
-    :data:`~airflow_provider_seedance.operators._lifecycle.NOT_FOUND_GRACE_SECONDS` of ``submitted_at`` (or of
-    the run being seen finished), which is the API's read-after-write lag. The trigger only reads: it never
+    :data:`~airflow_provider_seedance.lifecycle.NOT_FOUND_GRACE_SECONDS` of ``submitted_at`` (or of the run
+    being seen finished), which is the API's read-after-write lag. The trigger only reads: it never
     submits, and cancels nothing unless ``cancel_on_kill`` is set, and then only in :meth:`on_kill`, when a
     user kills the deferred task.
 
@@ -74,7 +71,7 @@ class SeedanceRequestTrigger(BaseTrigger):
         self.submitted_at = None if submitted_at is None else finite_seconds(submitted_at, "submitted_at")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Return the classpath and the kwargs that rebuild this trigger: ids and timings only, never secrets."""
+        """Return the classpath and the kwargs that rebuild this trigger: ids and timings, never secrets."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -96,15 +93,9 @@ class SeedanceRequestTrigger(BaseTrigger):
         """Poll until the request ends or the deadline passes; yield one JSON-serialisable event."""
         tracker = RequestTracker(self.request_id, self.log, submitted_at=self.submitted_at)
         try:
-            while True:
-                outcome = await apoll_once(self.hook, tracker)
-                if outcome is None and self.end_time is not None:
-                    left = seconds_left(self.end_time)
-                    if left is not None and left <= 0:
-                        outcome = tracker.timed_out(self.end_time)
-                if outcome is not None:
-                    break
-                await asyncio.sleep(next_sleep(self.poll_interval, self.end_time, self.request_id))
+            outcome = await await_request(
+                self.hook, tracker, end_time=self.end_time, poll_interval=self.poll_interval
+            )
         except Exception as exc:
             # API errors already became outcomes; this is a bug or an environment problem. An error event
             # fails the task with a readable message (a crashed trigger would only say "trigger failure").

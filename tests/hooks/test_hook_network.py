@@ -29,8 +29,8 @@ from airflow_provider_seedance.hooks.seedance import (
     aclose_shared_clients,
     redact_url,
 )
+from airflow_provider_seedance.lifecycle import DEFAULT_POLL_INTERVAL_SECONDS
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
-from airflow_provider_seedance.operators._lifecycle import DEFAULT_POLL_INTERVAL_SECONDS
 from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
 from airflow_provider_seedance.testing.server import DEFAULT_KEEP_ALIVE_SECONDS
 from airflow_provider_seedance.testing.tls import LocalCertificates, make_local_certificates

@@ -6,20 +6,26 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
+from airflow_provider_seedance.hooks.seedance import SeedanceHook
+from airflow_provider_seedance.models import (
+    SEEDANCE_1_5_PRO_I2V_MODEL_ID,
+    RequestStatus,
+    SeedanceImageToVideoInput,
+)
+from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.version_compat import AIRFLOW_V_3_1_PLUS
 from tests._compat import store_serialized_dag
 from tests._support import TEST_TOKEN
 
 if TYPE_CHECKING:
-    from airflow_provider_seedance.testing import SeedanceEmulator
+    from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
 
 MODEL = SEEDANCE_1_5_PRO_I2V_MODEL_ID
 IMAGE = "https://example.com/first-frame.png"
@@ -240,3 +246,81 @@ def make_context(
     if store is not None:
         context["task_state_store"] = store
     return context
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Requests made outside the task under test, and the operator most tests drive
+# ---------------------------------------------------------------------------------------------------------
+
+
+def request_body(prompt: str, image: str = IMAGE) -> dict[str, Any]:
+    """
+    Return the validated image-to-video request body the operator sends for ``prompt`` and ``image``.
+
+    :param prompt: the prompt.
+    :param image: the first-frame image URL.
+    """
+    fields = {"prompt": prompt, "first_frame_image_url": image}
+    return SeedanceImageToVideoInput.validate_input(fields).to_request_body()
+
+
+def submit_request(
+    emulator: SeedanceEmulator, body: Mapping[str, Any], plan: JobPlan | None = None, model: str = MODEL
+) -> str:
+    """
+    Submit a request straight through the hook, as another DAG or a notebook would; return its id.
+
+    :param emulator: the emulator, given ``plan`` for the new job when one is passed.
+    :param body: the request body.
+    :param plan: the job plan of the request (``None``: the emulator's current plan).
+    :param model: the model id.
+    """
+    if plan is not None:
+        emulator.set_plan(plan)
+    hook = SeedanceHook()
+    try:
+        return hook.submit(model, body).request_id
+    finally:
+        hook.close()
+
+
+def request_state(request_id: str) -> RequestStatus:
+    """Return the state the API reports for a request now."""
+    hook = SeedanceHook()
+    try:
+        return hook.get_status(request_id).state
+    finally:
+        hook.close()
+
+
+def image_to_video(prompt: str, image: str = IMAGE, /, **kwargs: Any) -> SeedanceImageToVideoOperator:
+    """
+    Return the image-to-video operator, task id ``generate``, polling every 0.05 s unless told otherwise.
+
+    :param prompt: the default prompt (``prompt=`` in ``kwargs`` overrides it).
+    :param image: the default first-frame image URL (``first_frame_image_url=`` overrides it).
+    :param kwargs: further operator arguments.
+    """
+    kwargs = {"task_id": "generate", "prompt": prompt, "first_frame_image_url": image, **kwargs}
+    kwargs.setdefault("poll_interval", 0.05)
+    return SeedanceImageToVideoOperator(**kwargs)
+
+
+def spy_variable_saves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """
+    Take ``task_state_store`` away (Airflow 3.0-3.2) and return the list of Variable keys the store writes.
+
+    :param monkeypatch: the test's monkeypatch.
+    """
+    from airflow_provider_seedance.operators import _request_store
+
+    monkeypatch.setattr(_request_store, "task_state_store_from", lambda context: None)
+    keys: list[str] = []
+    original_save = _request_store.VariableRequestStore.save
+
+    def save(self: _request_store.VariableRequestStore, record: _request_store.StoredRequest) -> None:
+        keys.append(self.key)
+        original_save(self, record)
+
+    monkeypatch.setattr(_request_store.VariableRequestStore, "save", save)
+    return keys

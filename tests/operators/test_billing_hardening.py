@@ -18,8 +18,7 @@ from airflow_provider_seedance.exceptions import (
     SeedanceSubmissionStateUnknownError,
     SeedanceTimeoutError,
 )
-from airflow_provider_seedance.hooks.seedance import SeedanceHook
-from airflow_provider_seedance.models import SeedanceImageToVideoInput, unsigned_url
+from airflow_provider_seedance.models import unsigned_url
 from airflow_provider_seedance.operators._request_store import STATE_KEY, input_fingerprint
 from airflow_provider_seedance.operators.seedance import (
     SeedanceImageToVideoOperator,
@@ -32,7 +31,10 @@ from tests.operators._dag_support import (
     CapturedLogs,
     FakeTaskInstance,
     FakeTaskStateStore,
+    image_to_video,
     make_context,
+    request_body,
+    submit_request,
     wait_for,
 )
 
@@ -44,24 +46,15 @@ IMAGE = "https://bucket.example.com/frames/heron.png"
 
 
 def i2v(image: str = IMAGE, **kwargs: Any) -> SeedanceImageToVideoOperator:
-    kwargs = {"task_id": "generate", "prompt": PROMPT, "first_frame_image_url": image, **kwargs}
-    kwargs.setdefault("poll_interval", 0.05)
-    return SeedanceImageToVideoOperator(**kwargs)
+    return image_to_video(PROMPT, image, **kwargs)
 
 
 def body_for(image: str = IMAGE) -> dict[str, Any]:
-    return SeedanceImageToVideoInput.validate_input(
-        {"prompt": PROMPT, "first_frame_image_url": image}
-    ).to_request_body()
+    return request_body(PROMPT, image)
 
 
 def submit_directly(emulator: SeedanceEmulator, plan: JobPlan, image: str = IMAGE) -> str:
-    emulator.set_plan(plan)
-    hook = SeedanceHook()
-    try:
-        return hook.submit(MODEL, body_for(image)).request_id
-    finally:
-        hook.close()
+    return submit_request(emulator, body_for(image), plan)
 
 
 def stored(request_id: str, image: str = IMAGE) -> FakeTaskStateStore:
@@ -312,7 +305,7 @@ def test_the_record_outlives_a_failed_return_value_push(
     assert emulator.state.count("submit") == 1
 
 
-# -- item 14: in the worker, no retry wait crosses the deadline ------------------------------------------------
+# -- item 14: in the worker, no retry wait crosses the deadline -------------------------------------------
 
 
 def _run_bounded(action: Any, limit: float) -> BaseException | None:

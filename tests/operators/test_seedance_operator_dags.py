@@ -23,7 +23,9 @@ from tests.operators._dag_support import (
     START,
     CapturedLogs,
     in_background,
+    request_state,
     run_dag,
+    spy_variable_saves,
     task_instances,
     unique_dag_id,
     wait_for,
@@ -51,14 +53,6 @@ def i2v_dag(name: str, **op_kwargs: Any) -> DAG:
 
 def state_of(dag_run: Any, task_id: str = "generate", map_index: int = -1) -> str:
     return str(task_instances(dag_run)[(task_id, map_index)].state)
-
-
-def status_of(request_id: str) -> RequestStatus:
-    hook = SeedanceHook()
-    try:
-        return hook.get_status(request_id).state
-    finally:
-        hook.close()
 
 
 def test_deferrable_success(
@@ -134,7 +128,7 @@ def test_request_cancelled_elsewhere_fails_the_task(emulator: SeedanceEmulator, 
     canceller.join(5)
 
     assert state_of(dag_run) == "failed"
-    assert status_of(xcom(dag_run, "generate", "request_id")) is RequestStatus.CANCELLED
+    assert request_state(xcom(dag_run, "generate", "request_id")) is RequestStatus.CANCELLED
     assert emulator.state.count("submit") == 1
 
 
@@ -147,7 +141,7 @@ def test_deadline_cancels_the_queued_request_and_fails(
     assert state_of(dag_run) == "failed"
     request_id = xcom(dag_run, "generate", "request_id")
     assert emulator.state.count("cancel") == 1
-    assert status_of(request_id) is RequestStatus.CANCELLED
+    assert request_state(request_id) is RequestStatus.CANCELLED
 
 
 def test_sync_mode(emulator: SeedanceEmulator, seedance_conn: str) -> None:
@@ -269,15 +263,7 @@ def test_retry_without_task_state_store_uses_a_variable(
     emulator: SeedanceEmulator, seedance_conn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On Airflow 3.0-3.2 the context has no task_state_store: the request id goes to a Variable."""
-    monkeypatch.setattr(_request_store, "task_state_store_from", lambda context: None)
-    seen_keys: list[str] = []
-    original_save = _request_store.VariableRequestStore.save
-
-    def save(self: _request_store.VariableRequestStore, record: _request_store.StoredRequest) -> None:
-        seen_keys.append(self.key)
-        original_save(self, record)
-
-    monkeypatch.setattr(_request_store.VariableRequestStore, "save", save)
+    seen_keys = spy_variable_saves(monkeypatch)
     emulator.set_plan(JobPlan(queue_seconds=0.5, run_seconds=0.3))
     emulator.add_fault(Fault(kind="http_error", endpoint="status", status_code=401, times=1))
     dag = i2v_dag("seedance_retry_variable", retries=1, retry_delay=timedelta(0))

@@ -19,8 +19,8 @@ from airflow_provider_seedance.exceptions import (
     SeedanceTimeoutError,
 )
 from airflow_provider_seedance.hooks.seedance import SeedanceHook
+from airflow_provider_seedance.lifecycle import DEFER_TIMEOUT_GRACE_SECONDS, default_deferrable
 from airflow_provider_seedance.models import RequestStatus, SeedanceImageToVideoInput
-from airflow_provider_seedance.operators._lifecycle import DEFER_TIMEOUT_GRACE_SECONDS, default_deferrable
 from airflow_provider_seedance.operators._request_store import (
     MIN_RETENTION,
     STATE_KEY,
@@ -29,50 +29,34 @@ from airflow_provider_seedance.operators._request_store import (
 from airflow_provider_seedance.operators.seedance import (
     SeedanceImageToVideoOperator,
     SeedanceSubmitOperator,
-    SeedanceVideoLink,
-    remember_video_url,
-    video_link,
 )
 from airflow_provider_seedance.testing import Fault, JobPlan, SeedanceEmulator
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
 from tests.operators._dag_support import (
-    IMAGE,
     MODEL,
     CapturedLogs,
     FakeTaskInstance,
     FakeTaskStateStore,
+    image_to_video,
     make_context,
+    request_body,
+    request_state,
+    submit_request,
     wait_for,
 )
 
 PROMPT = "A red fox runs through fresh snow"
-BODY = SeedanceImageToVideoInput.validate_input({"prompt": PROMPT, "first_frame_image_url": IMAGE})
-EXPECTED_BODY = BODY.to_request_body()
+EXPECTED_BODY = request_body(PROMPT)
 STUCK = JobPlan(queue_seconds=30, run_seconds=1, outcome="stuck_in_queue")
 INSTANT = JobPlan(queue_seconds=0, run_seconds=0)
 
 
 def i2v(**kwargs: Any) -> SeedanceImageToVideoOperator:
-    kwargs = {"task_id": "generate", "prompt": PROMPT, "first_frame_image_url": IMAGE, **kwargs}
-    kwargs.setdefault("poll_interval", 0.05)
-    return SeedanceImageToVideoOperator(**kwargs)
+    return image_to_video(PROMPT, **kwargs)
 
 
-def status_of(request_id: str) -> RequestStatus:
-    hook = SeedanceHook()
-    try:
-        return hook.get_status(request_id).state
-    finally:
-        hook.close()
-
-
-def submit_directly(emulator: SeedanceEmulator, plan: JobPlan, body: dict[str, Any] | None = None) -> str:
-    emulator.set_plan(plan)
-    hook = SeedanceHook()
-    try:
-        return hook.submit(MODEL, body or EXPECTED_BODY).request_id
-    finally:
-        hook.close()
+def submit_directly(emulator: SeedanceEmulator, plan: JobPlan) -> str:
+    return submit_request(emulator, EXPECTED_BODY, plan)
 
 
 def expected_result(request_id: str, result: dict[str, Any], model_id: str | None = MODEL) -> dict[str, Any]:
@@ -316,7 +300,7 @@ def test_execute_complete_success_returns_the_spec_dict(
     emulator: SeedanceEmulator, seedance_conn: str
 ) -> None:
     request_id = submit_directly(emulator, INSTANT)
-    wait_for(lambda: status_of(request_id) is RequestStatus.COMPLETED)
+    wait_for(lambda: request_state(request_id) is RequestStatus.COMPLETED)
     hook = SeedanceHook()
     api_result = hook.get_result(request_id, include_cost=True).model_dump(mode="json")
     hook.close()
@@ -370,14 +354,14 @@ def test_execute_complete_timeout_cancels_a_queued_request(
     assert "has been cancelled" in str(err.value)
     assert "timeout" in str(err.value)
     assert emulator.state.count("cancel") == 1
-    assert status_of(request_id) is RequestStatus.CANCELLED
+    assert request_state(request_id) is RequestStatus.CANCELLED
 
 
 def test_execute_complete_timeout_of_a_running_request_says_it_goes_on(
     emulator: SeedanceEmulator, seedance_conn: str
 ) -> None:
     request_id = submit_directly(emulator, JobPlan(queue_seconds=0, run_seconds=60, outcome="stuck_running"))
-    wait_for(lambda: status_of(request_id) is RequestStatus.IN_PROGRESS)
+    wait_for(lambda: request_state(request_id) is RequestStatus.IN_PROGRESS)
     with pytest.raises(SeedanceTimeoutError, match="could not be cancelled"):
         i2v().execute_complete(
             make_context(store=FakeTaskStateStore()),
@@ -453,7 +437,7 @@ def test_sync_mode_deadline_cancels_the_queued_request(
         i2v(deferrable=False, timeout=0.5, poll_interval=0.1).execute(make_context(ti, FakeTaskStateStore()))
     assert 0.5 <= time.monotonic() - started < 5
     assert emulator.state.count("cancel") == 1
-    assert status_of(ti.xcom_values["request_id"]) is RequestStatus.CANCELLED
+    assert request_state(ti.xcom_values["request_id"]) is RequestStatus.CANCELLED
 
 
 def test_sync_mode_on_kill_cancels_the_request(emulator: SeedanceEmulator, seedance_conn: str) -> None:
@@ -475,11 +459,30 @@ def test_sync_mode_on_kill_cancels_the_request(emulator: SeedanceEmulator, seeda
     worker.join(10)
 
     assert emulator.state.count("cancel") == 1
-    assert status_of(ti.xcom_values["request_id"]) is RequestStatus.CANCELLED
+    assert request_state(ti.xcom_values["request_id"]) is RequestStatus.CANCELLED
     # The poll loop then sees the cancellation and fails the task.
     [error] = errors
     assert isinstance(error, SeedanceRequestFailedError)
     assert error.status == "cancelled"
+
+
+def test_on_kill_cancels_without_looking_the_connection_up_again(
+    emulator: SeedanceEmulator, seedance_conn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # on_kill runs in a signal handler: it cancels on a client of its own, with the connection the task
+    # already resolved (a lookup there could hang on a secrets backend, or fail as here).
+    emulator.set_plan(STUCK)
+    op = i2v(deferrable=False, timeout=30, wait_for_completion=False)
+    request_id = op.execute(make_context(FakeTaskInstance(), FakeTaskStateStore()))["request_id"]
+    op._request_id = request_id  # as while the worker polls it
+    client = op.hook.client
+    with monkeypatch.context() as patch:
+        patch.delenv("AIRFLOW_CONN_SEEDANCE_DEFAULT")
+        op.on_kill()
+
+    assert emulator.state.count("cancel") == 1
+    assert request_state(request_id) is RequestStatus.CANCELLED
+    assert not client.is_closed  # the interrupted call's client is left alone
 
 
 def test_on_kill_without_a_request_does_nothing(emulator: SeedanceEmulator, seedance_conn: str) -> None:
@@ -541,7 +544,7 @@ def test_retry_returns_the_result_of_a_succeeded_request(
     emulator: SeedanceEmulator, seedance_conn: str
 ) -> None:
     request_id = submit_directly(emulator, INSTANT)
-    wait_for(lambda: status_of(request_id) is RequestStatus.COMPLETED)
+    wait_for(lambda: request_state(request_id) is RequestStatus.COMPLETED)
     store = stored(request_id)
     result = i2v().execute(make_context(store=store))
     assert result["request_id"] == request_id
@@ -556,7 +559,7 @@ def test_retry_submits_again_when_the_earlier_request_is_over(
 ) -> None:
     if outcome == "failed":
         old = submit_directly(emulator, JobPlan(queue_seconds=0, run_seconds=0, outcome="fail", error="boom"))
-        wait_for(lambda: status_of(old) is not RequestStatus.IN_PROGRESS)
+        wait_for(lambda: request_state(old) is not RequestStatus.IN_PROGRESS)
     elif outcome == "cancelled":
         old = submit_directly(emulator, STUCK)
         hook = SeedanceHook()
@@ -636,51 +639,3 @@ def test_garbage_in_the_store_counts_as_nothing_stored(
     with pytest.raises(TaskDeferred):
         i2v().execute(make_context(store=store))
     assert emulator.state.count("submit") == 1
-
-
-# -- extra link ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "link"),
-    [
-        ({"video_url": "https://cdn.runcomfy.net/v.mp4"}, "https://cdn.runcomfy.net/v.mp4"),
-        ({"video_url": "http://127.0.0.1:1/files/a/0.mp4"}, "http://127.0.0.1:1/files/a/0.mp4"),
-        ({"video_url": "javascript:alert(1)"}, ""),
-        ({"video_url": None}, ""),
-        ({"request_id": "R", "status": "submitted"}, ""),
-        (None, ""),
-        ("https://not-a-dict", ""),
-    ],
-)
-def test_video_link(value: Any, link: str) -> None:
-    assert video_link(value) == link
-
-
-def test_video_link_reads_the_return_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.sdk.execution_time import xcom
-
-    seen: dict[str, Any] = {}
-
-    def get_value(*, ti_key: Any, key: str) -> Any:
-        seen.update(ti_key=ti_key, key=key)
-        return {"video_url": "https://cdn.runcomfy.net/out.mp4"}
-
-    monkeypatch.setattr(xcom.XCom, "get_value", staticmethod(get_value))
-    ti_key = object()
-    assert SeedanceVideoLink().get_link(i2v(), ti_key=ti_key) == "https://cdn.runcomfy.net/out.mp4"  # type: ignore[arg-type]
-    assert seen == {"ti_key": ti_key, "key": "return_value"}
-
-
-def test_video_link_of_the_task_that_just_ran_needs_no_xcom(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.sdk.execution_time import xcom
-
-    def get_value(**_: Any) -> Any:
-        raise AssertionError("no XCom lookup expected")
-
-    monkeypatch.setattr(xcom.XCom, "get_value", staticmethod(get_value))
-    op = i2v()
-    remember_video_url(op, "https://cdn.runcomfy.net/done.mp4")
-    assert SeedanceVideoLink().get_link(op, ti_key=object()) == "https://cdn.runcomfy.net/done.mp4"  # type: ignore[arg-type]
-    remember_video_url(op, None)  # deferred or failed: no link yet
-    assert SeedanceVideoLink().get_link(op, ti_key=object()) == ""  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 from airflow.sdk import DAG
 
+from airflow_provider_seedance import lifecycle
 from airflow_provider_seedance.exceptions import (
     SeedanceAPIError,
     SeedanceAuthenticationError,
@@ -34,7 +35,6 @@ from airflow_provider_seedance.exceptions import (
     SeedanceTimeoutError,
     SeedanceTransferError,
 )
-from airflow_provider_seedance.operators import _lifecycle as lifecycle
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.testing import Fault, JobPlan
 from airflow_provider_seedance.transfers._streaming import DEFAULT_DOWNLOAD_MAX_RESUMES
@@ -911,7 +911,7 @@ def test_a_token_with_a_newline_leaves_no_trace(matrix: MatrixRun) -> None:
     "case", [c for c in OPERATOR_CASES if c.id.endswith("-429") and c.phase != "submit"], ids=lambda c: c.id
 )
 def test_retry_after_is_honoured(matrix: MatrixRun, case: OperatorCase) -> None:
-    """After a 429 with ``Retry-After: 0.3`` the next read waits at least that long (backoff alone is 0.05 s)."""
+    """After a 429 with ``Retry-After: 0.3`` the next read waits at least that long (backoff: 0.05 s)."""
     [job] = jobs_of(matrix.emulator, case.model_id)
     calls = [
         r for r in calls_of(matrix.emulator, case.phase, case.model_id) if r.request_id == job.request_id

@@ -12,7 +12,6 @@ from airflow.sdk import DAG
 
 from airflow_provider_seedance.exceptions import SeedanceInputError, SeedanceRequestFailedError
 from airflow_provider_seedance.hooks.seedance import SeedanceHook
-from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.sensors.seedance import SeedanceRequestSensor
 from airflow_provider_seedance.testing import Fault, JobPlan, SeedanceEmulator
@@ -23,6 +22,7 @@ from tests.operators._dag_support import (
     CapturedLogs,
     make_context,
     run_dag,
+    submit_request,
     task_instances,
     unique_dag_id,
     xcom,
@@ -33,12 +33,7 @@ STUCK = JobPlan(queue_seconds=30, run_seconds=1, outcome="stuck_in_queue")
 
 
 def submit(emulator: SeedanceEmulator, plan: JobPlan) -> str:
-    emulator.set_plan(plan)
-    hook = SeedanceHook()
-    try:
-        return hook.submit(SEEDANCE_1_5_PRO_I2V_MODEL_ID, PAYLOAD).request_id
-    finally:
-        hook.close()
+    return submit_request(emulator, PAYLOAD, plan)
 
 
 def sensor(request_id: str, **kwargs: Any) -> SeedanceRequestSensor:

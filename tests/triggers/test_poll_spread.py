@@ -9,10 +9,10 @@ import uuid
 
 import pytest
 
+from airflow_provider_seedance import lifecycle
 from airflow_provider_seedance.hooks.seedance import SeedanceHook
+from airflow_provider_seedance.lifecycle import next_sleep, poll_phase
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
-from airflow_provider_seedance.operators import _lifecycle
-from airflow_provider_seedance.operators._lifecycle import next_sleep, poll_phase
 from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
 from tests._support import conn_json
@@ -41,7 +41,7 @@ def test_next_sleep_lands_on_the_request_slot_and_never_exceeds_the_interval(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = types.SimpleNamespace(time=lambda: 0.0)
-    monkeypatch.setattr(_lifecycle, "time", clock)
+    monkeypatch.setattr(lifecycle, "time", clock)
     for rid in request_ids(50):
         phase = poll_phase(rid, 5.0)
         for now in (1_800_000_000.0, 1_800_000_000.0 + phase, 1_800_000_003.3, 1_800_000_004.999):

@@ -1,6 +1,6 @@
 """The request lifecycle's shared rules: timing arguments, the success rule, and 404 as read-after-write lag.
 
-Each rule lives once in ``operators/_lifecycle.py`` (or, for success, on ``ResultResponse``); these tests pin
+Each rule lives once in ``lifecycle.py`` (or, for success, on ``ResultResponse``); these tests pin
 that the operators, the sensor and the trigger all apply it, over real HTTP against the emulator.
 """
 
@@ -14,32 +14,32 @@ import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.sdk import DAG
 
+from airflow_provider_seedance import lifecycle
 from airflow_provider_seedance.exceptions import SeedanceConfigurationError, SeedanceRequestFailedError
-from airflow_provider_seedance.hooks.seedance import SeedanceHook
-from airflow_provider_seedance.models import ResultResponse, SeedanceImageToVideoInput
-from airflow_provider_seedance.operators import _lifecycle as lifecycle
+from airflow_provider_seedance.models import ResultResponse
 from airflow_provider_seedance.operators._request_store import STATE_KEY, StoredRequest, input_fingerprint
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.sensors.seedance import SeedanceRequestSensor
 from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
 from tests.operators._dag_support import (
-    IMAGE,
     MODEL,
     START,
     CapturedLogs,
     FakeTaskInstance,
     FakeTaskStateStore,
+    image_to_video,
     make_context,
+    request_body,
     run_dag,
+    submit_request,
     task_instances,
     unique_dag_id,
     xcom,
 )
 
 PROMPT = "A lighthouse beam sweeps through fog"
-BODY = SeedanceImageToVideoInput.validate_input({"prompt": PROMPT, "first_frame_image_url": IMAGE})
-EXPECTED_BODY = BODY.to_request_body()
+EXPECTED_BODY = request_body(PROMPT)
 LAGGING = JobPlan(queue_seconds=0, run_seconds=0.1, not_found_seconds=0.4)
 """A request the API answers 404 for during its first 0.4 s, then finishes normally."""
 HIDDEN = JobPlan(queue_seconds=0, run_seconds=0.1, not_found_seconds=30)
@@ -47,18 +47,7 @@ HIDDEN = JobPlan(queue_seconds=0, run_seconds=0.1, not_found_seconds=30)
 
 
 def i2v(**kwargs: Any) -> SeedanceImageToVideoOperator:
-    kwargs = {"task_id": "generate", "prompt": PROMPT, "first_frame_image_url": IMAGE, **kwargs}
-    kwargs.setdefault("poll_interval", 0.05)
-    return SeedanceImageToVideoOperator(**kwargs)
-
-
-def submit_directly(emulator: SeedanceEmulator, plan: JobPlan) -> str:
-    emulator.set_plan(plan)
-    hook = SeedanceHook()
-    try:
-        return hook.submit(MODEL, EXPECTED_BODY).request_id
-    finally:
-        hook.close()
+    return image_to_video(PROMPT, **kwargs)
 
 
 def not_found_answers(emulator: SeedanceEmulator) -> int:
@@ -177,7 +166,7 @@ def test_retry_within_the_grace_reattaches_instead_of_paying_again(
 ) -> None:
     # Try 1 submitted a moment ago and failed for another reason; the API still answers 404 for it.
     submitted_at = time.time()
-    old = submit_directly(emulator, HIDDEN)
+    old = submit_request(emulator, EXPECTED_BODY, HIDDEN)
     ti = FakeTaskInstance(try_number=2)
     with pytest.raises(TaskDeferred) as deferred:
         i2v().execute(make_context(ti, _stored(old, submitted_at)))

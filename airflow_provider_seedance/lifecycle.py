@@ -1,5 +1,8 @@
 """The life of one generation request, shared by the operators, the sensor and the trigger.
 
+This module sits below all three (it imports only the hook and the models), so the trigger and the sensor
+need nothing from ``operators/``.
+
 One place per policy:
 
 * :class:`RequestTracker` turns /status and /result answers (and API errors) into the single
@@ -8,7 +11,8 @@ One place per policy:
 * :func:`check_request` / :func:`acheck_request` read a request once (one status GET, and the result GET
   only when the status says the run is over); :func:`poll_once` / :func:`apoll_once` do the same but turn
   API errors into outcomes (transient: keep polling; permanent: an ``error`` event).
-* :func:`wait_for_request` is the worker-side poll loop (operator sync mode); the trigger is its async twin.
+* :func:`wait_for_request` is the worker-side poll loop (operator sync mode); :func:`await_request` is its
+  async twin, run by the trigger in the triggerer.
 * :func:`finish_event` turns an outcome into the operators' return value, or the exception that fails the
   task (cancelling a request that hit its deadline while still queued).
 * :func:`positive_seconds` / :func:`finite_seconds` are the one rule for the timing arguments (intervals,
@@ -17,6 +21,7 @@ One place per policy:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -471,6 +476,34 @@ def wait_for_request(
         sleep(next_sleep(poll_interval, end_time, tracker.request_id))
 
 
+async def await_request(
+    hook: SeedanceHook,
+    tracker: RequestTracker,
+    *,
+    end_time: float | None,
+    poll_interval: float,
+) -> SeedanceTriggerEvent:
+    """
+    Poll a request in the triggerer until it ends or the deadline passes; return the outcome.
+
+    The async twin of :func:`wait_for_request`: it never blocks the event loop, and it too reads the request
+    once more after the deadline before giving up on it.
+
+    :param hook: the hook to call.
+    :param tracker: the tracker of the request.
+    :param end_time: the deadline, epoch seconds (``None``: no deadline).
+    :param poll_interval: seconds between two status reads.
+    """
+    while True:
+        event = await apoll_once(hook, tracker)
+        if event is not None:
+            return event
+        left = seconds_left(end_time)
+        if end_time is not None and left is not None and left <= 0:
+            return tracker.timed_out(end_time)
+        await asyncio.sleep(next_sleep(poll_interval, end_time, tracker.request_id))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The end of a wait: return value or failure
 # ---------------------------------------------------------------------------------------------------------
@@ -551,6 +584,7 @@ __all__ = [
     "RequestTracker",
     "acheck_request",
     "apoll_once",
+    "await_request",
     "cancel_quietly",
     "check_request",
     "default_deferrable",
