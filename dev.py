@@ -5,8 +5,9 @@ Needs only Python 3.10+. The first run creates ``.venv`` (or ``$SEEDANCE_VENV``)
 and syncs the locked dependencies (``uv.lock``); later runs reuse it and only sync what changed.
 
     python3 dev.py demo [--real] [...]   # run the flagship example DAG end to end (see docs/quickstart.md)
-    python3 dev.py test                  # lint, type check, the whole suite on the locked Airflow
-    python3 dev.py test --matrix         # the same, then every other supported Airflow release
+    python3 dev.py test                  # lint, type check, the whole suite on the locked Airflow, then
+                                         # the matrix suite on every other supported Airflow release
+    python3 dev.py test --locked         # lint, type check, the whole suite on the locked Airflow only
     python3 dev.py test --airflow 3.1.8  # one supported Airflow release only (see AIRFLOW_RELEASES)
     python3 dev.py test [pytest args]    # lint, type check, then pytest with these arguments, locked only
 
@@ -230,21 +231,20 @@ def run_matrix_version(version: str, args: list[str]) -> int:
 
 def run_tests(args: list[str]) -> int:
     """
-    Run ruff (lint + format check), mypy, pytest, then the Airflow matrix; no test collected is a failure.
+    Run ruff (lint + format check), mypy, then pytest on every supported Airflow; no test is a failure.
 
-    Without arguments: the whole suite on the locked Airflow. ``--matrix``: then :func:`matrix_tests` on
-    every other release of :data:`AIRFLOW_RELEASES` too (not yet green on every release, so not yet part of
-    the default run CI makes; see docs/compatibility.md). ``--airflow X.Y.Z`` runs one release only (the whole suite when it
-    is the locked one, else :func:`matrix_tests`). Other arguments go to pytest instead of the defaults,
-    on that one release (the locked one without ``--airflow``).
+    Without arguments: the whole suite on the locked Airflow, then :func:`matrix_tests` on every other
+    release of :data:`AIRFLOW_RELEASES` (what CI runs). ``--locked``: the locked Airflow only.
+    ``--airflow X.Y.Z`` runs one release only (the whole suite when it is the locked one, else
+    :func:`matrix_tests`). Other arguments go to pytest instead of the defaults, on that one release (the
+    locked one without ``--airflow``).
 
     :param args: the command line after ``test``.
     """
     only = None
-    matrix = args[:1] == ["--matrix"]
-    if matrix:
-        args = args[1:]
-    if args[:1] == ["--airflow"] or (args and args[0].startswith("--airflow=")):
+    if args[:1] == ["--locked"]:
+        only, args = locked_airflow_version(), args[1:]
+    elif args[:1] == ["--airflow"] or (args and args[0].startswith("--airflow=")):
         only = args[1] if args[0] == "--airflow" and len(args) > 1 else args[0].partition("=")[2]
         args = args[2:] if args[0] == "--airflow" else args[1:]
         if only not in AIRFLOW_RELEASES:
@@ -266,7 +266,7 @@ def run_tests(args: list[str]) -> int:
     results: dict[str, tuple[int, float]] = {}
     started = time.monotonic()
     results[locked] = (_pytest(_bin("python"), args, env), time.monotonic() - started)
-    if matrix and only is None and not args:
+    if only is None and not args:
         for version in AIRFLOW_RELEASES:
             if version != locked:
                 started = time.monotonic()
@@ -278,6 +278,7 @@ def run_tests(args: list[str]) -> int:
             print(
                 f"  {version:8} {'passed' if code == 0 else 'FAILED':7} {seconds:6.0f} s  {what}", flush=True
             )
+        print(f"  total {sum(seconds for _, seconds in results.values()) / 60:.1f} min", flush=True)
     return next((code for code, _ in results.values() if code), 0)
 
 
