@@ -18,12 +18,11 @@ from airflow_provider_seedance.exceptions import (
     SeedanceRateLimitError,
     SeedanceSubmissionStateUnknownError,
 )
+from airflow_provider_seedance.hooks._responses import safe_error_text, transport_error
 from airflow_provider_seedance.hooks.seedance import (
     SeedanceConnectionConfig,
     SeedanceHook,
     aclose_shared_clients,
-    safe_error_text,
-    transport_error,
 )
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
 from airflow_provider_seedance.testing import Fault, SeedanceEmulator
@@ -258,7 +257,6 @@ def test_h11_refusing_the_header_is_not_state_unknown_and_quotes_nothing(emulato
 
 def test_h11_refusing_the_header_on_the_async_side(emulator: SeedanceEmulator) -> None:
     hook = _unvalidated_hook(emulator, BAD_TOKENS["crlf"])
-    hook._aconfig = hook.config
 
     async def go() -> list[BaseException]:
         errors: list[BaseException] = []

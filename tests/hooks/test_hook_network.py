@@ -23,11 +23,11 @@ from airflow_provider_seedance.exceptions import (
     SeedanceError,
 )
 from airflow_provider_seedance.get_provider_info import get_provider_info
+from airflow_provider_seedance.hooks._connection import redact_url
 from airflow_provider_seedance.hooks.seedance import (
     KEEPALIVE_EXPIRY_SECONDS,
     SeedanceHook,
     aclose_shared_clients,
-    redact_url,
 )
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
 from airflow_provider_seedance.operators._lifecycle import DEFAULT_POLL_INTERVAL_SECONDS
