@@ -496,30 +496,9 @@ class RequestStatus(str, Enum):
         """Whether the request is still queued or running (a retry may re-attach to it)."""
         return self in (RequestStatus.IN_QUEUE, RequestStatus.IN_PROGRESS)
 
-    def is_terminal(self) -> bool:
-        """Whether the run has ended (``completed`` still needs /result to tell success from failure)."""
-        return self in (
-            RequestStatus.COMPLETED,
-            RequestStatus.SUCCEEDED,
-            RequestStatus.FAILED,
-            RequestStatus.CANCELLED,
-        )
-
-    def is_success(self) -> bool:
-        """Whether the status string alone says ``succeeded`` (a /result's success: ``ResultResponse.succeeded``)."""
-        return self is RequestStatus.SUCCEEDED
-
     def is_failure(self) -> bool:
         """Whether the run ended without a video (failed or cancelled)."""
         return self in (RequestStatus.FAILED, RequestStatus.CANCELLED)
-
-    def is_cancellable(self) -> bool:
-        """Whether the API can still cancel it: only queued requests can be cancelled."""
-        return self is RequestStatus.IN_QUEUE
-
-    def needs_result(self) -> bool:
-        """Whether /result must be read to know the outcome (finished, or a status we do not know)."""
-        return self in (RequestStatus.COMPLETED, RequestStatus.SUCCEEDED, RequestStatus.UNKNOWN)
 
 
 _STATUS_ALIASES: dict[str, RequestStatus] = {
