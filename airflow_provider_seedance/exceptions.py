@@ -43,7 +43,8 @@ class SeedanceAPIError(SeedanceError):
     Raise when the RunComfy API answered with an error.
 
     :param message: what went wrong and what to do.
-    :param status_code: the HTTP status, kept as ``http_status`` (``None`` when the transport failed before a response).
+    :param status_code: the HTTP status, kept as ``http_status`` (``None`` when the transport failed before a
+        response).
     :param error_code: RunComfy's numeric ``error_code`` when the body carried one.
     :param request_id: the request the call was about, when known.
     :param retry_after: the server's ``Retry-After`` hint in seconds, when it sent one.

@@ -170,7 +170,8 @@ def _network_settings(extra: Mapping[str, Any], conn_id: str) -> dict[str, Any]:
         ca_bundle, bundle_key = raw_verify, "verify"
     else:
         raise SeedanceConfigurationError(
-            f"Connection {conn_id!r}: extra 'verify' must be true, false or a CA bundle path, got {raw_verify!r}."
+            f"Connection {conn_id!r}: extra 'verify' must be true, false or a CA bundle path, got "
+            f"{raw_verify!r}."
         )
     if ca_bundle is not None:
         if not verify:
@@ -251,8 +252,8 @@ def _positive_number(value: Any, name: str, conn_id: str, *, allow_zero: bool = 
         number = -1.0
     if number < 0 or (number == 0 and not allow_zero) or isinstance(value, bool):
         raise SeedanceConfigurationError(
-            f"Connection {conn_id!r}: extra {name!r} must be a {'non-negative' if allow_zero else 'positive'} "
-            f"number, got {value!r}."
+            f"Connection {conn_id!r}: extra {name!r} must be a "
+            f"{'non-negative' if allow_zero else 'positive'} number, got {value!r}."
         )
     return number
 
@@ -261,7 +262,8 @@ def normalize_base_url(host: str | None, port: int | None = None, schema: str | 
     """
     Turn a connection's host (and port) into a base URL: empty means the real API; no scheme means https.
 
-    :param host: the connection host: ``model-api.runcomfy.net``, ``https://...`` or ``http://127.0.0.1:8765``.
+    :param host: the connection host: ``model-api.runcomfy.net``, ``https://...`` or
+        ``http://127.0.0.1:8765``.
     :param port: the connection port, added when the host has none.
     :param schema: the connection schema field, accepted as the scheme when it is ``http`` or ``https``.
     """

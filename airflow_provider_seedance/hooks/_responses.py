@@ -229,8 +229,8 @@ def _network_hint(exc: httpx.HTTPError) -> str:
         return ". Check the connection's 'proxy' extra (or the HTTPS_PROXY / NO_PROXY environment variables)."
     if "CERTIFICATE_VERIFY_FAILED" in str(exc):
         return (
-            ". The API's TLS certificate is not trusted: behind a private CA or a TLS-inspecting proxy, point "
-            "the connection's 'ca_bundle' extra at that CA's PEM file."
+            ". The API's TLS certificate is not trusted: behind a private CA or a TLS-inspecting proxy, "
+            "point the connection's 'ca_bundle' extra at that CA's PEM file."
         )
     return ""
 

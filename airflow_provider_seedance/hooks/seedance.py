@@ -122,7 +122,7 @@ def check_model_id(model_id: object) -> str:
 
 def payload_to_body(payload: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
     """
-    Turn a submit payload (a mapping or a pydantic model) into the JSON body, rejecting what JSON cannot carry.
+    Turn a submit payload (a mapping or a pydantic model) into the JSON body; refuse what JSON cannot carry.
 
     :param payload: the model's input fields.
     """
@@ -177,7 +177,8 @@ def _client_kwargs(config: SeedanceConnectionConfig, max_connections: int) -> di
         "follow_redirects": False,
         "verify": _tls_verify(config),
         # Without a `proxy` extra, httpx reads HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY, and with
-        # neither extra SSL_CERT_FILE / SSL_CERT_DIR, from the environment (trust_env): what curl users expect.
+        # neither extra SSL_CERT_FILE / SSL_CERT_DIR, from the environment (trust_env): what curl users
+        # expect.
         "proxy": config.proxy,
         "trust_env": True,
     }
@@ -461,7 +462,7 @@ class SeedanceHook(BaseHook):
 
     def get_model(self, model_id: str) -> ModelInfo:
         """
-        Read a model's catalog entry and price (``GET /v1/models/{model_id}``, undocumented but used by RunComfy's CLI).
+        Read a model's catalog entry and price (``GET /v1/models/{model_id}``; undocumented, RunComfy's CLI).
 
         :param model_id: the RunComfy model id.
         """

@@ -1,4 +1,4 @@
-"""Issue 13 at hook level, against the emulator over real HTTP: created requests, tokens, deadlines, probes."""
+"""Issue 13 at hook level, against the emulator over real HTTP: created requests, tokens, deadlines."""
 
 from __future__ import annotations
 
@@ -341,7 +341,7 @@ def test_retry_after_never_crosses_the_deadline_async(emulator: SeedanceEmulator
     assert isinstance(asyncio.run(go()), SeedanceRateLimitError)
 
 
-# -- item 15: the probe's "unknown id" answer means the token was accepted ------------------------------------
+# -- item 15: the probe's "unknown id" answer means the token was accepted -----------------------------------
 
 
 @pytest.mark.parametrize(

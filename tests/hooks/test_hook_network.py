@@ -124,7 +124,7 @@ def tls_emulator(certs: LocalCertificates) -> Iterator[SeedanceEmulator]:
 
 
 def two_connections(monkeypatch: pytest.MonkeyPatch, emulator: SeedanceEmulator, **trusted: Any) -> None:
-    """``seedance_default`` trusts the emulator's CA through ``trusted``; ``untrusted`` is the same without."""
+    """``seedance_default`` trusts the emulator's CA through ``trusted``; ``untrusted`` does not."""
     use_connection(monkeypatch, emulator, max_retries=0, **trusted)
     monkeypatch.setenv("AIRFLOW_CONN_UNTRUSTED", conn_json(emulator, max_retries=0))
 
@@ -222,7 +222,8 @@ def test_a_ca_bundle_that_is_not_pem_fails_clearly_before_any_call(
 class ForwardProxy:
     """
     An HTTP proxy on 127.0.0.1 that demands Basic credentials and records what it carried: plain HTTP
-    requests are forwarded (absolute form), HTTPS goes through a ``CONNECT`` tunnel, as with a corporate proxy.
+    requests are forwarded (absolute form), HTTPS goes through a ``CONNECT`` tunnel, as with a corporate
+    proxy.
 
     :param user: the accepted user.
     :param password: the accepted password.

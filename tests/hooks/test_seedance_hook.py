@@ -467,7 +467,7 @@ def test_unknown_request(hook: SeedanceHook) -> None:
         hook.get_status("does-not-exist")
 
 
-# -- async side ------------------------------------------------------------------------------------------------
+# -- async side ----------------------------------------------------------------------------------------------
 
 
 async def test_async_calls_roundtrip(hook: SeedanceHook, emulator: SeedanceEmulator) -> None:
@@ -549,7 +549,7 @@ async def test_many_concurrent_async_calls_use_a_bounded_pool(
     assert len(results) == 200
 
 
-# -- secrets ---------------------------------------------------------------------------------------------------
+# -- secrets -------------------------------------------------------------------------------------------------
 
 
 def test_token_never_in_repr_logs_or_errors(

@@ -59,7 +59,7 @@ class FakeOutletEvent:
 
 
 class FakeOutletEvents:
-    """``context["outlet_events"]``: one event per asset or alias (keyed by repr: Airflow 3.0's are unhashable)."""
+    """``context["outlet_events"]``: an event per asset or alias (keyed by repr: 3.0's are unhashable)."""
 
     def __init__(self) -> None:
         self.events: dict[str, FakeOutletEvent] = {}

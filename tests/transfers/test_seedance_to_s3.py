@@ -66,7 +66,7 @@ def read(client: Any, key: str) -> tuple[bytes, dict[str, Any]]:
 
 
 class FlakyClient:
-    """Wrap a boto3 client; calls named in ``fail`` raise an injected S3 error when their predicate says so."""
+    """Wrap a boto3 client; calls named in ``fail`` raise an injected S3 error when their predicate holds."""
 
     def __init__(self, client: Any, fail: dict[str, Callable[[dict[str, Any]], bool]]) -> None:
         self._client = client
@@ -289,7 +289,7 @@ def test_large_file_is_staged_and_published_verified(
 
 
 class S3Calls:
-    """Record the S3 calls of a real boto3 client (name and parameters, bodies left out) via botocore's events."""
+    """Record the S3 calls of a real boto3 client (name, parameters, no bodies) via botocore's events."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
