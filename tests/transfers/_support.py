@@ -8,9 +8,12 @@ bodies with precisely scripted misbehaviour (drop after N bytes on the k-th requ
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
 
 BUCKET = "seedance-videos"
 
@@ -191,3 +194,13 @@ def assert_nothing_left(client: Any, expected_keys: list[str] | None = None, buc
     assert keys == sorted(expected_keys or []), f"the bucket holds {keys}"
     uploads = unfinished_uploads(client, bucket)
     assert uploads == [], f"multipart uploads left open: {uploads}"
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    """A scriptable file server on a free 127.0.0.1 port (the transfer and download tests share it)."""
+    server = FileServer()
+    try:
+        yield server
+    finally:
+        server.close()
