@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -730,24 +730,25 @@ def _api_router(gate: _Gate) -> APIRouter:
             return call.error(ApiError(404, ERROR_NOT_FOUND, f"Model {model_id!r} was not found"))
         return call.answer(info)
 
-    async def status(request: Request) -> Response:
+    async def read(
+        request: Request, endpoint: str, render: Callable[[_Call, JobSnapshot], dict[str, Any]]
+    ) -> Response:
         request_id: str = request.path_params["request_id"]
-        call = await gate.begin(request, "status", request_id=request_id)
+        call = await gate.begin(request, endpoint, request_id=request_id)
         try:
             job = gate.job_for(call, request_id)
         except ApiError as error:
             return call.error(error)
-        return call.answer(_status_payload(call.base_url, job))
+        return call.answer(render(call, job))
+
+    async def status(request: Request) -> Response:
+        return await read(request, "status", lambda call, job: _status_payload(call.base_url, job))
 
     async def result(request: Request) -> Response:
-        request_id: str = request.path_params["request_id"]
-        call = await gate.begin(request, "result", request_id=request_id)
-        try:
-            job = gate.job_for(call, request_id)
-        except ApiError as error:
-            return call.error(error)
         include_cost = request.query_params.get("include_cost", "").strip().lower() in _TRUTHY
-        return call.answer(_result_payload(call.base_url, job, include_cost))
+        return await read(
+            request, "result", lambda call, job: _result_payload(call.base_url, job, include_cost)
+        )
 
     async def cancel(request: Request) -> Response:
         request_id: str = request.path_params["request_id"]
