@@ -45,13 +45,6 @@ BAD_TOKENS = {
 }
 
 
-@pytest.fixture
-def hook(seedance_conn: str) -> Any:
-    hook = SeedanceHook(seedance_conn)
-    yield hook
-    hook.close()
-
-
 def leaks(text: str) -> bool:
     """Whether ``text`` holds any part of the bad tokens."""
     return FIRST_HALF in text or SECOND_HALF in text or "Bearer" in text

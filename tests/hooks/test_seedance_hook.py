@@ -45,13 +45,6 @@ MODEL = SEEDANCE_1_5_PRO_I2V_MODEL_ID
 PAYLOAD = {"prompt": "A lighthouse at dusk", "first_frame_image_url": "https://example.com/l.png"}
 
 
-@pytest.fixture
-def hook(seedance_conn: str) -> SeedanceHook:
-    hook = SeedanceHook(seedance_conn)
-    yield hook
-    hook.close()
-
-
 def submit_one(hook: SeedanceHook) -> str:
     return hook.submit(MODEL, PAYLOAD).request_id
 

@@ -371,24 +371,7 @@ def _read_cases(endpoint: Literal["status", "result"]) -> list[OperatorCase]:
                 replaced=True,
             )
         )
-        # An outage longer than the deadline: try 1 times out; later tries cannot read the stored request
-        # and refuse to submit a second one.
-        cases.append(
-            OperatorCase(
-                "status-503-always",
-                http(503, endpoint="status", times=None),
-                "failed",
-                tries=TASK_RETRIES + 1,
-                posts=1,
-                jobs=1,
-                error=SeedanceTimeoutError,
-                says=("did not finish before its deadline",),
-                later=SeedanceError,
-                later_says=("Not submitting a second, paid request",),
-                names_request=True,
-                timeout=1.0,
-            )
-        )
+        cases.append(_outage_past_the_deadline("status-503-always"))
     else:
         cases.append(
             OperatorCase(
@@ -428,65 +411,48 @@ def _read_cases(endpoint: Literal["status", "result"]) -> list[OperatorCase]:
     return cases
 
 
+def _outage_past_the_deadline(case_id: str, **more: Any) -> OperatorCase:
+    """
+    An outage longer than the deadline: try 1 times out; later tries cannot read the stored request and
+    refuse to submit a second one.
+
+    :param case_id: the case id.
+    :param more: further :class:`OperatorCase` fields.
+    """
+    return OperatorCase(
+        case_id,
+        http(503, endpoint="status", times=None),
+        "failed",
+        tries=TASK_RETRIES + 1,
+        posts=1,
+        jobs=1,
+        error=SeedanceTimeoutError,
+        says=("did not finish before its deadline",),
+        later=SeedanceError,
+        later_says=("Not submitting a second, paid request",),
+        names_request=True,
+        timeout=1.0,
+        **more,
+    )
+
+
 def _sync_cases() -> list[OperatorCase]:
     """The same faults met by the worker's own poll loop (``deferrable=False``)."""
+    polled: dict[str, Any] = {"state": "success", "tries": 1, "posts": 1, "jobs": 1, "deferrable": False}
     return [
+        OperatorCase("sync-status-503", http(503, endpoint="status", times=2, skip=1), faulted=2, **polled),
+        OperatorCase("sync-result-drop", Fault(kind="drop", endpoint="result", times=2), faulted=2, **polled),
         OperatorCase(
-            "sync-status-503",
-            http(503, endpoint="status", times=2, skip=1),
-            "success",
-            tries=1,
-            posts=1,
-            jobs=1,
-            faulted=2,
-            deferrable=False,
-        ),
-        OperatorCase(
-            "sync-result-drop",
-            Fault(kind="drop", endpoint="result", times=2),
-            "success",
-            tries=1,
-            posts=1,
-            jobs=1,
-            faulted=2,
-            deferrable=False,
-        ),
-        OperatorCase(
-            "sync-status-404001",
-            http(404, 404001, endpoint="status", times=1, skip=1),
-            "success",
-            tries=1,
-            posts=1,
-            jobs=1,
-            faulted=1,
-            deferrable=False,
+            "sync-status-404001", http(404, 404001, endpoint="status", times=1, skip=1), faulted=1, **polled
         ),
         OperatorCase(
             "sync-status-404-lag",
             None,
-            "success",
-            tries=1,
-            posts=1,
-            jobs=1,
             plan=FAST.model_copy(update={"not_found_seconds": LAG}),
             lagged=True,
-            deferrable=False,
+            **polled,
         ),
-        OperatorCase(
-            "sync-status-503-always",
-            http(503, endpoint="status", times=None),
-            "failed",
-            tries=TASK_RETRIES + 1,
-            posts=1,
-            jobs=1,
-            error=SeedanceTimeoutError,
-            says=("did not finish before its deadline",),
-            later=SeedanceError,
-            later_says=("Not submitting a second, paid request",),
-            names_request=True,
-            deferrable=False,
-            timeout=1.0,
-        ),
+        _outage_past_the_deadline("sync-status-503-always", deferrable=False),
     ]
 
 
