@@ -428,6 +428,23 @@ def test_parallel_download_is_byte_identical(
     assert_nothing_left(s3, ["big.mp4"])
 
 
+def assert_big_copy_fails(
+    s3: Any, url: str, mode: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """Copy ``url`` in 5 MiB parts with one download retry: it must fail with ``error`` and leave nothing."""
+    with pytest.raises(error, match=message):
+        run(
+            make(
+                source_urls=url,
+                dest_key=f"s3://{BUCKET}/big.mp4",
+                part_size=5 * MiB,
+                download_max_retries=1,
+                **mode,
+            )
+        )
+    assert_nothing_left(s3)
+
+
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
@@ -447,17 +464,7 @@ def test_parallel_download_failure_leaves_nothing(
     mode: dict[str, Any],
 ) -> None:
     url = file_server.add("/big.mp4", LARGE, **options)
-    with pytest.raises(error, match=message):
-        run(
-            make(
-                source_urls=url,
-                dest_key=f"s3://{BUCKET}/big.mp4",
-                part_size=5 * MiB,
-                download_max_retries=1,
-                **mode,
-            )
-        )
-    assert_nothing_left(s3)
+    assert_big_copy_fails(s3, url, mode, error, message)
 
 
 def test_extra_args_reach_the_final_object(s3: Any, file_server: FileServer) -> None:
@@ -569,17 +576,7 @@ def test_download_failing_midway_leaves_nothing(
 ) -> None:
     # Breaks after 7 MiB every time on a server without ranges: a part was already staged.
     url = file_server.add("/big.mp4", LARGE, ranges=False, drops={n: 7 * MiB for n in range(10)})
-    with pytest.raises(SeedanceConnectionError, match="broke off"):
-        run(
-            make(
-                source_urls=url,
-                dest_key=f"s3://{BUCKET}/big.mp4",
-                part_size=5 * MiB,
-                download_max_retries=1,
-                **mode,
-            )
-        )
-    assert_nothing_left(s3)
+    assert_big_copy_fails(s3, url, mode, SeedanceConnectionError, "broke off")
 
 
 @MODES
