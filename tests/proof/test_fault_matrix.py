@@ -411,17 +411,18 @@ def _read_cases(endpoint: Literal["status", "result"]) -> list[OperatorCase]:
     return cases
 
 
-def _outage_past_the_deadline(case_id: str, **more: Any) -> OperatorCase:
+def _outage_past_the_deadline(case_id: str, fault: Fault | None = None, **more: Any) -> OperatorCase:
     """
     An outage longer than the deadline: try 1 times out; later tries cannot read the stored request and
     refuse to submit a second one.
 
     :param case_id: the case id.
+    :param fault: the outage (default: every status read answers 503).
     :param more: further :class:`OperatorCase` fields.
     """
     return OperatorCase(
         case_id,
-        http(503, endpoint="status", times=None),
+        fault or http(503, endpoint="status", times=None),
         "failed",
         tries=TASK_RETRIES + 1,
         posts=1,
@@ -502,20 +503,10 @@ def _billing_cases() -> list[OperatorCase]:
         ),
         # Retry-After: 20 on every status read, in the worker with a 1 s timeout: no wait crosses the
         # deadline, so each try ends in about a second instead of minutes.
-        OperatorCase(
+        _outage_past_the_deadline(
             "sync-status-429-past-deadline",
             http(429, retry_after=20, endpoint="status", times=None, skip=1),
-            "failed",
-            tries=TASK_RETRIES + 1,
-            posts=1,
-            jobs=1,
-            error=SeedanceTimeoutError,
-            says=("did not finish before its deadline",),
-            later=SeedanceError,
-            later_says=("Not submitting a second, paid request",),
-            names_request=True,
             deferrable=False,
-            timeout=1.0,
             max_try_seconds=10.0,
         ),
     ]
