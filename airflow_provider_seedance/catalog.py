@@ -1,17 +1,18 @@
 """Typed input models for the other ByteDance Seedance models on RunComfy, and a registry of them all.
 
-The seed model (Seedance 1.5 Pro image-to-video, :class:`~airflow_provider_seedance.models.SeedanceImageToVideoInput`)
-has a schema published on its model page and sends every field, defaults included. The schemas here come
-from the other models' pages and are *less certain* (see ``api-contract.md``), so their request bodies
-carry **only the fields the user set** (``model_dump(exclude_unset=True)``): a default we believe in but the
-API does not accept is never sent on the user's behalf, and the API applies its own defaults instead. The
-documented defaults are still kept on the models, so :func:`duration_seconds` can price a request that
-leaves ``duration`` out. ``None`` means "not given" for every field of these models, so an operator preset
-can pass its unset arguments straight through.
+The seed model (Seedance 1.5 Pro image-to-video,
+:class:`~airflow_provider_seedance.models.SeedanceImageToVideoInput`) has a schema published on its model page
+and sends every field, defaults included. The schemas here come from the other models' pages and are *less
+certain* (see ``api-contract.md``), so their request bodies carry **only the fields the user set**
+(``model_dump(exclude_unset=True)``): a default we believe in but the API does not accept is never sent on the
+user's behalf, and the API applies its own defaults instead. The documented defaults are still kept on the
+models, so :func:`duration_seconds` can price a request that leaves ``duration`` out. ``None`` means "not
+given" for every field of these models, so an operator preset can pass its unset arguments straight through.
 
 Unknown fields are rejected, like the seed model does: a typo must fail before anything is paid for. For a
-field this catalog does not know, use :class:`~airflow_provider_seedance.operators.seedance.SeedanceSubmitOperator`
-with a free-form ``input`` dict, which is sent as written.
+field this catalog does not know, use
+:class:`~airflow_provider_seedance.operators.seedance.SeedanceSubmitOperator` with a free-form ``input`` dict,
+which is sent as written.
 """
 
 from __future__ import annotations

@@ -181,7 +181,8 @@ def check_budget(
     error) makes the estimate unknown; ``on_unknown="allow"`` then logs a warning and lets the caller
     submit, ``"fail"`` raises. An estimate equal to the budget is within it.
 
-    :param hook: a :class:`~airflow_provider_seedance.hooks.seedance.SeedanceHook` (anything with ``get_model``).
+    :param hook: a :class:`~airflow_provider_seedance.hooks.seedance.SeedanceHook` (anything with
+        ``get_model``).
     :param model_id: the RunComfy model id.
     :param body: the JSON body that will be submitted (or its input model).
     :param max_cost_usd: the most the request may cost, in US dollars; ``None`` disables the guard.

@@ -69,7 +69,7 @@ CREDENTIALS_RULE = (
 )
 
 
-def show_url(url: str | httpx.URL) -> str:
+def _show_url(url: str | httpx.URL) -> str:
     """
     Return ``scheme://host[:port]/path`` of ``url``: no credentials, no query string, no fragment.
 
@@ -89,7 +89,7 @@ def show_url(url: str | httpx.URL) -> str:
     return f"{parts.scheme}://{host}{parts.path}{suffix}"
 
 
-def literal_address(host: str) -> IPAddress | None:
+def _literal_address(host: str) -> IPAddress | None:
     """
     Return the address a URL host names literally (``10.0.0.1``, ``[::1]``, ``2852039166``, ``0xa9.0xfe.0251.
     0376``), or ``None`` for a host name.
@@ -122,7 +122,7 @@ def _embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
     return found
 
 
-def address_refusal(address: IPAddress, *, allow_private_networks: bool = True) -> str | None:
+def _address_refusal(address: IPAddress, *, allow_private_networks: bool = True) -> str | None:
     """
     Return the rule that forbids downloading from ``address``, or ``None`` when it is allowed.
 
@@ -158,10 +158,10 @@ def url_refusal(url: str | httpx.URL, *, allow_private_networks: bool = True) ->
         return None  # httpx reports an unusable URL itself
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         return CREDENTIALS_RULE
-    address = literal_address(host)
+    address = _literal_address(host)
     if address is None:
         return None
-    return address_refusal(address, allow_private_networks=allow_private_networks)
+    return _address_refusal(address, allow_private_networks=allow_private_networks)
 
 
 def _refused(what: str, rule: str) -> SeedanceURLRefusedError:
@@ -180,7 +180,7 @@ def check_download_url(url: str | httpx.URL, *, allow_private_networks: bool = T
     """
     rule = url_refusal(url, allow_private_networks=allow_private_networks)
     if rule is not None:
-        raise _refused(show_url(url), rule)
+        raise _refused(_show_url(url), rule)
 
 
 class _CheckedBackend(httpcore.NetworkBackend):
@@ -206,10 +206,10 @@ class _CheckedBackend(httpcore.NetworkBackend):
         for _family, _type, _proto, _name, sockaddr in answers:
             text = str(sockaddr[0])
             address = ipaddress.ip_address(text.split("%", 1)[0])
-            rule = address_refusal(address, allow_private_networks=self.allow_private_networks)
+            rule = _address_refusal(address, allow_private_networks=self.allow_private_networks)
             if rule is not None:
                 shown = f"[{host}]" if ":" in host else host
-                resolved = "" if literal_address(host) == address else f" (it resolves to {address})"
+                resolved = "" if _literal_address(host) == address else f" (it resolves to {address})"
                 raise _refused(f"{shown}:{port}{resolved}", rule)
             if text not in addresses:
                 addresses.append(text)
@@ -327,11 +327,8 @@ __all__ = [
     "ALLOW_PRIVATE_NETWORKS_EXTRA",
     "DEFAULT_MAX_REDIRECTS",
     "LINK_LOCAL_NETWORKS",
-    "address_refusal",
     "check_download_url",
     "connection_allows_private_networks",
-    "literal_address",
     "new_download_client",
-    "show_url",
     "url_refusal",
 ]

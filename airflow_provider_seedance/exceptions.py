@@ -6,7 +6,7 @@ whole family at once. Messages say what went wrong and what to do next; they nev
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
@@ -43,11 +43,15 @@ class SeedanceAPIError(SeedanceError):
     Raise when the RunComfy API answered with an error.
 
     :param message: what went wrong and what to do.
-    :param status_code: the HTTP status, kept as ``http_status`` (``None`` when the transport failed before a response).
+    :param status_code: the HTTP status, kept as ``http_status`` (``None`` when the transport failed before a
+        response).
     :param error_code: RunComfy's numeric ``error_code`` when the body carried one.
     :param request_id: the request the call was about, when known.
-    :param retryable: whether the same call may succeed when repeated later.
+    :param retry_after: the server's ``Retry-After`` hint in seconds, when it sent one.
     """
+
+    retryable: ClassVar[bool] = False
+    """Whether the same call may succeed when repeated later: the error's class decides."""
 
     def __init__(
         self,
@@ -56,7 +60,6 @@ class SeedanceAPIError(SeedanceError):
         status_code: int | None = None,
         error_code: int | None = None,
         request_id: str | None = None,
-        retryable: bool = False,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
@@ -64,16 +67,13 @@ class SeedanceAPIError(SeedanceError):
         self.http_status = status_code
         self.error_code = error_code
         self.request_id = request_id
-        self.retryable = retryable
         self.retry_after = retry_after
 
 
 class SeedanceTransientError(SeedanceAPIError):
     """A failure that may go away on its own: 408/429/5xx, dropped connections, timeouts, garbled bodies."""
 
-    def __init__(self, message: str, **kwargs: Any) -> None:
-        kwargs.setdefault("retryable", True)
-        super().__init__(message, **kwargs)
+    retryable: ClassVar[bool] = True
 
 
 class SeedanceRateLimitError(SeedanceTransientError):

@@ -121,7 +121,7 @@ class ImageCheckResult(BaseModel):
 
 def describe_source(url: str) -> str:
     """
-    Return a URL fit for logs and errors: no query string (pre-signed URLs carry secrets there), no credentials.
+    Return a URL fit for logs and errors: no credentials, no query string (pre-signed URLs hide secrets).
 
     :param url: the image URL or ``data:`` URI.
     """
@@ -194,7 +194,8 @@ def _download_once(client: httpx.Client, url: str, *, max_bytes: int, field: str
                 )
             if status >= 500:
                 raise SeedanceServerError(
-                    f"Downloading {field} ({source}) for the image check got HTTP {status} from the image host.",
+                    f"Downloading {field} ({source}) for the image check got HTTP {status} from the image "
+                    "host.",
                     status_code=status,
                     retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 )
@@ -305,7 +306,8 @@ def check_first_frame_image(
         text = check_media_url(url, media="image")
     except ValueError as err:
         raise SeedanceInputError(
-            f"Image check failed for {field} (nothing was sent to the API):\n- {field}: {err} (got {url!r:.80})",
+            f"Image check failed for {field} (nothing was sent to the API):\n- {field}: {err} (got "
+            f"{url!r:.80})",
             [{"field": field, "rule": str(err), "value": repr(url)[:80]}],
         ) from None
     if max_bytes <= 0:
@@ -347,14 +349,17 @@ def check_first_frame_image(
         errors.append(
             {
                 "field": field,
-                "rule": f"image aspect ratio (width/height) must be from {MIN_ASPECT_RATIO} to {MAX_ASPECT_RATIO}",
+                "rule": (
+                    f"image aspect ratio (width/height) must be from {MIN_ASPECT_RATIO} to {MAX_ASPECT_RATIO}"
+                ),
                 "value": f"{float(aspect):.3f} ({width}/{height})",
             }
         )
     if errors:
         lines = "\n".join(f"- {e['field']}: {e['rule']} (got {e['value']})" for e in errors)
         raise SeedanceInputError(
-            f"Image check failed for {field} (nothing was sent to the API); image {source}, {shape}:\n{lines}",
+            f"Image check failed for {field} (nothing was sent to the API); image {source}, "
+            f"{shape}:\n{lines}",
             errors,
         )
 

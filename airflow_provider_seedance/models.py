@@ -225,13 +225,14 @@ class SeedanceInputModel(BaseModel):
     @classmethod
     def validate_input(cls, data: Mapping[str, Any]) -> SeedanceInputModel:
         """
-        Validate ``data`` and return the model, or raise :class:`SeedanceInputError` naming each field and rule.
+        Return ``data`` as the model, or raise :class:`SeedanceInputError` naming each field and rule.
 
         :param data: the input fields, as the user wrote them.
         """
         if not isinstance(data, Mapping):
             raise SeedanceInputError(
-                f"{cls.__name__}: the input must be a mapping of field names to values, got {type(data).__name__}"
+                f"{cls.__name__}: the input must be a mapping of field names to values, got "
+                f"{type(data).__name__}"
             )
         try:
             return cls.model_validate(dict(data))
@@ -430,7 +431,7 @@ class CancelResponse(_Response):
 
 
 class ModelInfo(_Response):
-    """Answer of the catalog endpoint ``GET /v1/models/{model_id}`` (undocumented; used by the official CLI)."""
+    """Answer of ``GET /v1/models/{model_id}``, the catalog (undocumented; the official CLI uses it)."""
 
     model_id: str | None = None
     display_name: str | None = None
@@ -496,30 +497,9 @@ class RequestStatus(str, Enum):
         """Whether the request is still queued or running (a retry may re-attach to it)."""
         return self in (RequestStatus.IN_QUEUE, RequestStatus.IN_PROGRESS)
 
-    def is_terminal(self) -> bool:
-        """Whether the run has ended (``completed`` still needs /result to tell success from failure)."""
-        return self in (
-            RequestStatus.COMPLETED,
-            RequestStatus.SUCCEEDED,
-            RequestStatus.FAILED,
-            RequestStatus.CANCELLED,
-        )
-
-    def is_success(self) -> bool:
-        """Whether the status string alone says ``succeeded`` (a /result's success: ``ResultResponse.succeeded``)."""
-        return self is RequestStatus.SUCCEEDED
-
     def is_failure(self) -> bool:
         """Whether the run ended without a video (failed or cancelled)."""
         return self in (RequestStatus.FAILED, RequestStatus.CANCELLED)
-
-    def is_cancellable(self) -> bool:
-        """Whether the API can still cancel it: only queued requests can be cancelled."""
-        return self is RequestStatus.IN_QUEUE
-
-    def needs_result(self) -> bool:
-        """Whether /result must be read to know the outcome (finished, or a status we do not know)."""
-        return self in (RequestStatus.COMPLETED, RequestStatus.SUCCEEDED, RequestStatus.UNKNOWN)
 
 
 _STATUS_ALIASES: dict[str, RequestStatus] = {
@@ -606,7 +586,7 @@ EventStatus = Literal["succeeded", "failed", "cancelled", "timeout", "error"]
 
 class SeedanceTriggerEvent(BaseModel):
     """
-    The payload of the single event :class:`~airflow_provider_seedance.triggers.seedance.SeedanceRequestTrigger` yields.
+    The payload of the one event a ``SeedanceRequestTrigger`` yields.
 
     :param status: how the wait ended.
     :param request_id: the request waited for.
@@ -633,7 +613,8 @@ class SeedanceTriggerEvent(BaseModel):
             parsed = cls.model_validate(event)
         except ValidationError as err:
             raise SeedanceError(
-                f"Received a malformed Seedance trigger event ({_short_repr(event, 200)}): {err.errors()[0]['msg']}"
+                f"Received a malformed Seedance trigger event ({_short_repr(event, 200)}): "
+                f"{err.errors()[0]['msg']}"
             ) from None
         if expected_request_id and parsed.request_id != expected_request_id:
             raise SeedanceError(
@@ -656,8 +637,6 @@ __all__ = [
     "SeedanceTriggerEvent",
     "StatusResponse",
     "SubmitResponse",
-    "build_generation_result",
-    "describe_error",
     "output_image_urls",
     "output_video_urls",
 ]

@@ -11,9 +11,9 @@ Every sample is a fresh Python process that imports, timing each step with ``tim
 The provider's increment is step 2 + 3 (over ``import airflow.sdk``, the target: at most 100 ms) and step 3
 alone (over the base classes). Configurations are run round-robin, ``--repeat`` times each, so background
 load spreads evenly; the table shows median and p90. Each process also lists which heavy modules (boto3,
-botocore, FastAPI, Starlette, uvicorn, Pillow, moto, the Amazon provider's AWS hooks) appeared in ``sys.modules`` after
-step 3 but not before: hooks, operators, triggers and sensors must import none of them. Finally one
-``python -X importtime`` run lists the slowest imports the provider triggers.
+botocore, FastAPI, Starlette, uvicorn, Pillow, moto, the Amazon provider's AWS hooks) appeared in
+``sys.modules`` after step 3 but not before: hooks, operators, triggers and sensors must import none of them.
+Finally one ``python -X importtime`` run lists the slowest imports the provider triggers.
 
 Bytecode is cached (``PYTHONPYCACHEPREFIX``, see ``_common.pycache_env``) and one warm-up process runs
 first, so the figures are those of an installed package, not of compiling source.
@@ -154,7 +154,8 @@ def run_sample(samples: Samples, env: dict[str, str], cwd: Path) -> None:
 
     :param samples: the configuration (updated in place).
     :param env: the worker environment.
-    :param cwd: the working directory (a temp dir, so the repository's files are not on ``sys.path`` by accident).
+    :param cwd: the working directory (a temp dir, so the repository's files are not on ``sys.path`` by
+        accident).
     """
     code = WORKER_CODE.format(heavy=HEAVY, modules=samples.modules, package=PACKAGE)
     proc = subprocess.run(

@@ -4,10 +4,10 @@
 Three processes per variant, so each one's CPU is its own:
 
 * the **emulator** (this script with ``--serve-emulator``): the provider's RunComfy API emulator
-  (``airflow_provider_seedance.testing``: same FastAPI app, uvicorn settings as ``seedance-emulator``) behind a
-  thin counting layer that records, per request id, the status and result GETs, the first status GET, and
-  every distinct client ``(host, port)`` (= TCP connection). It creates the N jobs on request, each with
-  its own finish time drawn uniformly from ``--finish`` seconds (seeded), so polling runs in steady state;
+  (``airflow_provider_seedance.testing``: same FastAPI app, uvicorn settings as ``seedance-emulator``) behind
+  a thin counting layer that records, per request id, the status and result GETs, the first status GET, and
+  every distinct client ``(host, port)`` (= TCP connection). It creates the N jobs on request, each with its
+  own finish time drawn uniformly from ``--finish`` seconds (seeded), so polling runs in steady state;
 * the **trigger process** (``--worker``): imports Airflow and the provider, builds N triggers and runs them
   the way Airflow's triggerer does (``asyncio.run``, one task per trigger iterating ``trigger.run()`` until
   the first event, behind a greenback portal), plus a 10 ms ticker task that measures event-loop lag
@@ -36,8 +36,8 @@ both triggers trust it through the connection's ``ca_bundle`` extra, as a deploy
 does (nothing is trusted through ``SSL_CERT_FILE``, which would bypass the setting under test). The bundle
 is the one such deployments use: the public roots (certifi's) plus the private CA, what
 ``update-ca-certificates`` produces and what docs/connection.md recommends. The naive trigger builds its SSL
-context from that bundle for each client, as ``httpx.AsyncClient(verify=...)`` does. Each trigger's deadline is its
-job's finish + 60 s; the orchestrator stops the trigger process (SIGTERM: it writes what it measured so
+context from that bundle for each client, as ``httpx.AsyncClient(verify=...)`` does. Each trigger's deadline
+is its job's finish + 60 s; the orchestrator stops the trigger process (SIGTERM: it writes what it measured so
 far) 30 s after the last deadline, so a variant that cannot keep up is reported, not waited for.
 
     python benchmarks/bench_triggers.py                    # N=1,000 and 10,000, poll 5 s (~9 min)
@@ -96,7 +96,7 @@ NOISE_FLOOR_SECONDS = 5.0
 """The ticker runs alone this long before the triggers start: the lag the machine itself causes."""
 
 DEADLINE_GRACE_SECONDS = 60.0
-"""Each trigger's ``end_time`` is this long after its job's planned finish: a ``timeout`` event means it broke."""
+"""Each trigger's ``end_time`` is this long after its job's planned finish: a ``timeout`` event is a bug."""
 
 CONNECTION_SAMPLE_SECONDS = 1.0
 START_TIMEOUT_SECONDS = 120.0
@@ -633,7 +633,8 @@ def _profile_groups(profiler: Any) -> dict[str, float]:
     import pstats
 
     groups: dict[str, float] = {}
-    for (filename, _line, name), (_cc, _nc, tottime, _ct, _callers) in pstats.Stats(profiler).stats.items():  # type: ignore[attr-defined]
+    stats = pstats.Stats(profiler).stats.items()  # type: ignore[attr-defined]
+    for (filename, _line, name), (_cc, _nc, tottime, _ct, _callers) in stats:
         where = f"{filename} {name}"
         label = next(
             (group for group, patterns in PROFILE_GROUPS if any(p in where for p in patterns)),
@@ -945,10 +946,11 @@ def targets(
         f"{fmt(ours['lag_steady_p99'], 1)} ms, {verdict(lag_ok)} (whole run: {fmt(ours['lag_p99'], 1)} ms; "
         f"noise floor of this machine: {fmt(ours['lag_floor_p99'], 1)} ms)",
         f"- <= {TARGETS['gets_per_poll']:.0f} GET per poll per job plus the final result GET: "
-        f"{fmt(ours['gets_per_poll_excl'], 3)}, {verdict(ours['gets_per_poll_excl'] <= TARGETS['gets_per_poll'])}",
+        f"{fmt(ours['gets_per_poll_excl'], 3)}, "
+        f"{verdict(ours['gets_per_poll_excl'] <= TARGETS['gets_per_poll'])}",
         f"- <= {TARGETS['tcp_connections']} distinct TCP connections over the whole run: {distinct:.0f} "
-        f"({ours['connects']:.0f} connects made by the client, {ours['server_clients']:.0f} client ports seen "
-        f"by the server; at most {ours['max_open']:.0f} open at once), "
+        f"({ours['connects']:.0f} connects made by the client, {ours['server_clients']:.0f} client ports "
+        f"seen by the server; at most {ours['max_open']:.0f} open at once), "
         f"{verdict(distinct <= TARGETS['tcp_connections'])}",
         f"- detection latency p95 <= poll interval + {TARGETS['detection_margin_s']:g} s "
         f"({detection_limit:g} s): {fmt(ours['latency_p95'], 2)} s, "
@@ -961,19 +963,21 @@ def targets(
             per_poll = ours["cpu_per_poll"] / naive["cpu_per_poll"] if naive["cpu_per_poll"] else math.nan
             lines.append(
                 f"- CPU per poll <= {cpu_target}x naive: {per_poll:.2f}x, {verdict(per_poll <= cpu_target)}; "
-                f"{whole} (the whole-run ratio flatters the naive trigger whenever it cannot keep up: it then "
-                "makes fewer polls than asked)"
+                f"{whole} (the whole-run ratio flatters the naive trigger whenever it cannot keep up: it "
+                "then makes fewer polls than asked)"
             )
         else:
             lines.append(
                 f"- CPU <= {cpu_target}x naive: {whole}; per poll not comparable: a variant was "
-                f"stopped at the time limit (naive: {naive['polled']:.0f} of {ours['succeeded'] + ours['other']:.0f} "
-                "triggers had a poll answered), so its CPU went into polls that never completed"
+                f"stopped at the time limit (naive: {naive['polled']:.0f} of "
+                f"{ours['succeeded'] + ours['other']:.0f} triggers had a poll answered), so its CPU went "
+                "into polls that never completed"
             )
     else:
         lines.append(f"- CPU <= {cpu_target}x naive: naive not run at this N")
     lines.append(
-        f"- every job detected: {ours['succeeded']:.0f}/{ours['succeeded'] + ours['other']:.0f} succeeded events"
+        f"- every job detected: {ours['succeeded']:.0f}/{ours['succeeded'] + ours['other']:.0f} succeeded "
+        "events"
     )
     return lines
 
@@ -1010,7 +1014,8 @@ def render_n(
         "",
         "Start: "
         + (
-            f"trigger i starts at i/N x {poll:g} s (polls spread over the interval, as when tasks defer over time)"
+            f"trigger i starts at i/N x {poll:g} s (polls spread over the interval, as when tasks defer over "
+            "time)"
             if start == "spread"
             else "all triggers at once (a triggerer restart: every poll in phase)"
         )
@@ -1048,8 +1053,8 @@ def render_n(
         if data.get("stalls"):
             seconds = data["stall_samples"] * StallSampler.EVERY_SECONDS
             parts += [
-                f"{LABELS[variant]}: the event loop was stalled (no tick for > 1 s) for about {seconds:.0f} s in "
-                "all; the main thread's stack, sampled every 250 ms during stalls (innermost first):",
+                f"{LABELS[variant]}: the event loop was stalled (no tick for > 1 s) for about {seconds:.0f} "
+                "s in all; the main thread's stack, sampled every 250 ms during stalls (innermost first):",
                 "",
                 *[f"- {count} x `{where}`" for where, count in data["stalls"]],
                 "",
@@ -1191,8 +1196,8 @@ def main(argv: list[str] | None = None) -> int:
         [
             "# Fan-in: concurrent triggers in one event loop",
             "",
-            f"`{command.strip()}` (total {time.monotonic() - started:.0f} s). Each variant runs in a fresh trigger "
-            "process against a fresh emulator process; see `benchmarks/README.md` for the method.",
+            f"`{command.strip()}` (total {time.monotonic() - started:.0f} s). Each variant runs in a fresh "
+            "trigger process against a fresh emulator process; see `benchmarks/README.md` for the method.",
             "",
             *sections,
             "## Environment",

@@ -486,12 +486,13 @@ def render(
     lines = [
         "# Worker-slot seconds per generation",
         "",
-        f"`python benchmarks/bench_worker_slot.py{' --quick' if quick else ''}`: a {job_seconds:g} s generation "
-        f"(emulator job), poll every {poll:g} s, "
+        f"`python benchmarks/bench_worker_slot.py{' --quick' if quick else ''}`: a {job_seconds:g} s "
+        f"generation (emulator job), poll every {poll:g} s, "
         + (
             "each DAG run once with `dag.test()` (trigger inline, same process)"
             if quick
-            else f"{len(deferred)} run(s) per mode through LocalAirflow (real scheduler, LocalExecutor, triggerer)"
+            else f"{len(deferred)} run(s) per mode through LocalAirflow "
+            "(real scheduler, LocalExecutor, triggerer)"
         )
         + ". Median (min, max) over runs; see the module docstring for the method."
         + (
@@ -507,7 +508,8 @@ def render(
         "",
         f"- worker-slot seconds per deferred generation <= {TARGET_SECONDS:g} s: "
         + (
-            f"median {fmt(median(deferred))} s, worst {fmt(worst)} s: {verdict(worst is not None and worst <= TARGET_SECONDS)}"
+            f"median {fmt(median(deferred))} s, worst {fmt(worst)} s: "
+            f"{verdict(worst is not None and worst <= TARGET_SECONDS)}"
             if deferred
             else "not measured"
         ),

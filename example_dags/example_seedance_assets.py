@@ -76,7 +76,9 @@ with DAG(
     store = SeedanceToS3Operator(
         task_id="store",
         request_id="{{ ti.xcom_pull('generate')['request_id'] }}",
-        dest_key=f"s3://{BUCKET}/seedance/assets/{{{{ ti.xcom_pull('generate')['request_id'] }}}}-{{index}}.mp4",
+        dest_key=(
+            f"s3://{BUCKET}/seedance/assets/{{{{ ti.xcom_pull('generate')['request_id'] }}}}-{{index}}.mp4"
+        ),
         outlets=[VIDEOS],
         # The result of a request does not always say which model made it or how long it is: pass them on.
         asset_extra={"model_id": "{{ ti.xcom_pull('generate')['model_id'] }}", "duration": 5},

@@ -2,8 +2,8 @@
 
 ``generate_video`` submits the request and defers: while the video is generated (tens of seconds to
 minutes), the wait runs in the triggerer and no worker slot is held. ``store_video`` then streams the video
-into S3 (verified by size and SHA-256) and updates the ``seedance_videos`` asset (``s3://<bucket>/seedance/``), which DAGs
-scheduled on that asset react to.
+into S3 (verified by size and SHA-256) and updates the ``seedance_videos`` asset
+(``s3://<bucket>/seedance/``), which DAGs scheduled on that asset react to.
 
 Configuration, all optional:
 

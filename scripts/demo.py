@@ -324,7 +324,10 @@ def cancel_request(request_id: str) -> str:
     try:
         outcome = hook.cancel(request_id)
     except SeedanceError as exc:
-        return f"Could not cancel request {request_id} ({type(exc).__name__}): check it in your RunComfy history."
+        return (
+            f"Could not cancel request {request_id} ({type(exc).__name__}): "
+            "check it in your RunComfy history."
+        )
     finally:
         hook.close()
     if outcome.cancelled:
@@ -757,7 +760,7 @@ def emulated_env(connection: str, s3_endpoint: str) -> dict[str, str | None]:
 
 def start_and_trigger(airflow: LocalAirflow, console: Console, args: argparse.Namespace) -> str:
     """
-    Start Airflow, wait until it is healthy and the DAG parsed, then unpause and trigger it; return the run id.
+    Start Airflow, wait until it is healthy and the DAG parsed, unpause and trigger it; return the run id.
 
     :param airflow: the Airflow to start.
     :param console: where to print.

@@ -52,7 +52,7 @@ def load_script(path: Path, name: str) -> ModuleType:
     return module
 
 
-# -- OpenLineage stand-ins (the ``fake_openlineage`` fixture installs them) -----------------------------------
+# -- OpenLineage stand-ins (the ``fake_openlineage`` fixture installs them) ----------------------------------
 
 
 @dataclass

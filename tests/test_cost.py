@@ -322,7 +322,7 @@ def test_estimate_matches_the_billed_cost(hook: SeedanceHook, emulator: Seedance
     estimate = check_budget(hook, SEED, body, 1.0)
     request_id = hook.submit(SEED, body).request_id
     deadline = time.monotonic() + 10
-    while not hook.get_status(request_id).state.is_terminal():
+    while hook.get_status(request_id).state.is_active():
         assert time.monotonic() < deadline, "the emulated run did not finish"
         time.sleep(0.1)
     result = hook.get_result(request_id, include_cost=True)

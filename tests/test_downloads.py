@@ -9,37 +9,27 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from airflow_provider_seedance.downloads import (
-    address_refusal,
+    _address_refusal,
+    _literal_address,
+    _show_url,
     check_download_url,
     connection_allows_private_networks,
-    literal_address,
     new_download_client,
-    show_url,
     url_refusal,
 )
 from airflow_provider_seedance.exceptions import SeedanceConfigurationError, SeedanceURLRefusedError
 from tests.network_guard import no_link_local_traffic, resolve_names
-from tests.transfers._support import FileServer
+from tests.transfers._support import FileServer, file_server
 
-__all__ = ["no_link_local_traffic"]
+__all__ = ["file_server", "no_link_local_traffic"]
 
 BODY = b"x" * 4096
-
-
-@pytest.fixture
-def file_server() -> Iterator[FileServer]:
-    server = FileServer()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def client(**kwargs: Any) -> httpx.Client:
@@ -81,7 +71,7 @@ PUBLIC = ["93.184.216.34", "2606:4700::1111", "169.253.255.255", "169.255.0.0", 
 @pytest.mark.parametrize("address", LINK_LOCAL)
 @pytest.mark.parametrize("allow_private_networks", [True, False])
 def test_link_local_is_always_refused(address: str, allow_private_networks: bool) -> None:
-    rule = address_refusal(ipaddress.ip_address(address), allow_private_networks=allow_private_networks)
+    rule = _address_refusal(ipaddress.ip_address(address), allow_private_networks=allow_private_networks)
     assert rule is not None
     assert "link-local" in rule
 
@@ -89,8 +79,8 @@ def test_link_local_is_always_refused(address: str, allow_private_networks: bool
 @pytest.mark.parametrize("address", PRIVATE)
 def test_private_networks_are_allowed_unless_refused(address: str) -> None:
     ip = ipaddress.ip_address(address)
-    assert address_refusal(ip) is None
-    rule = address_refusal(ip, allow_private_networks=False)
+    assert _address_refusal(ip) is None
+    rule = _address_refusal(ip, allow_private_networks=False)
     assert rule is not None
     assert "private networks" in rule
 
@@ -99,7 +89,7 @@ def test_private_networks_are_allowed_unless_refused(address: str) -> None:
 @pytest.mark.parametrize("allow_private_networks", [True, False])
 def test_loopback_and_public_are_allowed(address: str, allow_private_networks: bool) -> None:
     ip = ipaddress.ip_address(address)
-    assert address_refusal(ip, allow_private_networks=allow_private_networks) is None
+    assert _address_refusal(ip, allow_private_networks=allow_private_networks) is None
 
 
 @pytest.mark.parametrize(
@@ -118,7 +108,7 @@ def test_loopback_and_public_are_allowed(address: str, allow_private_networks: b
     ],
 )
 def test_encodings_of_the_metadata_address_are_recognised(host: str) -> None:
-    assert literal_address(host) in (
+    assert _literal_address(host) in (
         ipaddress.ip_address("169.254.169.254"),
         ipaddress.ip_address("::ffff:169.254.169.254"),
     )
@@ -129,7 +119,7 @@ def test_encodings_of_the_metadata_address_are_recognised(host: str) -> None:
 
 @pytest.mark.parametrize("host", ["example.com", "cdn-1.example.com", "deadbeef", "a.b.c.d.e", "0x.example"])
 def test_names_are_not_literal_addresses(host: str) -> None:
-    assert literal_address(host) is None
+    assert _literal_address(host) is None
     assert url_refusal(f"https://{host}/clip.mp4") is None
 
 
@@ -155,7 +145,7 @@ def test_messages_name_the_host_not_the_query() -> None:
     assert "http://169.254.169.254:80/latest/meta-data/?..." in message
     assert "secret" not in message
     assert "link-local" in message
-    assert show_url("https://u:p@[fe80::1]:8443/a?b=c#d") == "https://[fe80::1]:8443/a?..."
+    assert _show_url("https://u:p@[fe80::1]:8443/a?b=c#d") == "https://[fe80::1]:8443/a?..."
 
 
 # ---------------------------------------------------------------------------------------------------------

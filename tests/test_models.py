@@ -161,21 +161,30 @@ def test_status_parsing(raw: object, expected: RequestStatus) -> None:
     assert RequestStatus.parse(raw) is expected
 
 
-def test_status_policy_predicates() -> None:
-    assert RequestStatus.IN_QUEUE.is_active()
-    assert RequestStatus.IN_QUEUE.is_cancellable()
-    assert RequestStatus.IN_PROGRESS.is_active()
-    assert not RequestStatus.IN_PROGRESS.is_cancellable()
-    assert RequestStatus.COMPLETED.is_terminal()
-    assert RequestStatus.COMPLETED.needs_result()
-    assert not RequestStatus.COMPLETED.is_success()
-    assert RequestStatus.SUCCEEDED.is_success()
-    assert RequestStatus.FAILED.is_failure()
-    assert RequestStatus.CANCELLED.is_failure()
-    # An unknown status is never success and never silently "done".
-    assert not RequestStatus.UNKNOWN.is_success()
-    assert not RequestStatus.UNKNOWN.is_terminal()
-    assert RequestStatus.UNKNOWN.needs_result()
+@pytest.mark.parametrize("state", list(RequestStatus))
+def test_status_policy_predicates(state: RequestStatus) -> None:
+    # Only queued and running requests are waited on; everything else, an unknown status included, sends
+    # the waiters to /result, the final word.
+    assert state.is_active() is (state in (RequestStatus.IN_QUEUE, RequestStatus.IN_PROGRESS))
+    assert state.is_failure() is (state in (RequestStatus.FAILED, RequestStatus.CANCELLED))
+
+
+@pytest.mark.parametrize(
+    ("body", "succeeded"),
+    [
+        ({"status": "succeeded"}, True),
+        ({"status": "completed", "output": {"video": "https://cdn.example.com/v.mp4"}}, True),
+        ({"status": "completed"}, False),
+        ({"status": "completed", "output": {"video": "https://cdn.example.com/v.mp4"}, "error": "x"}, False),
+        ({"status": "mystery_state", "output": {"video": "https://cdn.example.com/v.mp4"}}, False),
+        ({"status": "failed"}, False),
+        ({"status": "cancelled"}, False),
+        ({"status": "in_progress"}, False),
+    ],
+)
+def test_result_success_rule(body: dict, succeeded: bool) -> None:
+    # An unknown status is never success, whatever output it carries.
+    assert ResultResponse.model_validate(body).succeeded is succeeded
 
 
 @pytest.mark.parametrize(

@@ -113,7 +113,7 @@ def test_a_queue_position_that_is_not_a_number_is_dropped() -> None:
     assert read_state(record) == LoggedState("queued", RID, None)
 
 
-# -- the demo reads what the provider writes ------------------------------------------------------------------
+# -- the demo reads what the provider writes -----------------------------------------------------------------
 
 
 def test_the_demo_knows_every_state_the_provider_logs(demo: ModuleType) -> None:
@@ -150,7 +150,7 @@ def test_the_demo_summary_of_a_run(demo: ModuleType) -> None:
     assert follow.request_states == ["queued (position 3)", "in progress", "succeeded"]
 
 
-# -- the states the provider really logs during a deferrable run ------------------------------------------------
+# -- the states the provider really logs during a deferrable run ---------------------------------------------
 
 
 @pytest.fixture
@@ -162,7 +162,7 @@ def fast_conn(emulator: SeedanceEmulator, seedance_conn: str) -> SeedanceEmulato
 def test_a_deferrable_run_logs_the_states_the_demo_shows(
     demo: ModuleType, fast_conn: SeedanceEmulator
 ) -> None:
-    """Submit with the hook and wait with the trigger (what the operator and triggerer do), then read it back."""
+    """Submit with the hook, wait with the trigger (as the operator and triggerer do), then read it back."""
     with capture_logs() as captured:
         hook = SeedanceHook()
         try:

@@ -24,7 +24,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from airflow_provider_seedance.exceptions import SeedanceTransientError
+from airflow_provider_seedance.exceptions import SeedanceAPIError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def is_retryable(exc: BaseException) -> bool:
 
     :param exc: the exception the call raised.
     """
-    return isinstance(exc, SeedanceTransientError) and exc.retryable
+    return isinstance(exc, SeedanceAPIError) and exc.retryable
 
 
 class BackoffWait:

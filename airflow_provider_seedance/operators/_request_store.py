@@ -300,7 +300,7 @@ def task_state_store_from(context: Mapping[str, Any]) -> _TaskStateStore | None:
 
 def request_store_for(context: Mapping[str, Any], *, retention: timedelta) -> RequestStore | None:
     """
-    Return the store for this task instance: ``task_state_store`` on 3.3+, else a Variable; ``None`` without a TI.
+    Return the store for this task instance: ``task_state_store`` (3.3+) or a Variable; ``None`` without a TI.
 
     :param context: the task context.
     :param retention: how long a ``task_state_store`` record is kept.

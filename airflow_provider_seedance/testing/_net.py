@@ -1,4 +1,4 @@
-"""Small networking helpers of the emulator, its console script and the local Airflow (standard library only)."""
+"""Networking helpers of the emulator, its console script and the local Airflow (standard library only)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +101,8 @@ class _HidePlannedCuts(logging.Filter):
 def _is_planned_cut(error: BaseException | None) -> bool:
     if isinstance(error, ConnectionCutError):
         return True
-    # Exception groups (anyio task groups wrap errors in them) are recognised by shape: Python 3.10 lacks the type.
+    # Exception groups (anyio task groups wrap errors in them) are recognised by shape: Python 3.10 lacks the
+    # type.
     inner = getattr(error, "exceptions", None)
     if isinstance(error, BaseException) and isinstance(inner, tuple) and inner:
         return all(_is_planned_cut(item) for item in inner)
@@ -334,7 +335,7 @@ class _Call:
     def answer(
         self, payload: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
     ) -> Response:
-        """Render ``payload`` as JSON, damaged as the call's fault says (unknown status, error, garbled, cut)."""
+        """Render ``payload`` as JSON, damaged as the fault says (unknown status, error, garbled, cut)."""
         fault = self.fault
         if (
             fault is not None
@@ -570,35 +571,20 @@ def _invalid_input(model_id: str, err: ValidationError) -> ApiError:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def create_app(state: EmulatorState, *, closing: threading.Event | None = None) -> FastAPI:
+class _Gate:
     """
-    Build the emulator's FastAPI application around ``state``.
+    What every API and file route does first: authenticate, apply the call's fault, look up the job.
 
-    :param state: the emulator state the routes read and change.
-    :param closing: set by the server when it is stopping, so slow answers and long downloads end at once.
+    :param state: the emulator state.
+    :param closing: set when the server stops, so slow answers end at once.
     """
-    closing = closing or threading.Event()
-    install_log_filter()
-    app = FastAPI(
-        title="Seedance emulator (RunComfy Model API stand-in)",
-        docs_url=f"{CONTROL_PREFIX}/docs",
-        redoc_url=None,
-        openapi_url=f"{CONTROL_PREFIX}/openapi.json",
-    )
-    app.state.emulator = state
-    app.add_middleware(RequestLogMiddleware, state=state)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> Response:
-        return JSONResponse(exc.payload(), status_code=exc.status_code, headers=exc.headers)
+    def __init__(self, state: EmulatorState, closing: threading.Event) -> None:
+        self.state = state
+        self.closing = closing
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        code = ERROR_NOT_FOUND if exc.status_code == 404 else None
-        error = ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers)
-        return JSONResponse(error.payload(), status_code=exc.status_code, headers=error.headers)
-
-    def authenticate(request: Request) -> str:
+    def authenticate(self, request: Request) -> str:
+        """Return the call's bearer token, or raise the API's 401 when it is missing or unknown."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -608,7 +594,7 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
                 "Missing API token: send the header 'Authorization: Bearer <token>'",
                 headers={"www-authenticate": "Bearer"},
             )
-        if state.account_for(token) is None:
+        if self.state.account_for(token) is None:
             raise ApiError(
                 401,
                 ERROR_USER_ACCOUNT,
@@ -617,16 +603,18 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
             )
         return token
 
-    async def pause(seconds: float) -> None:
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less when the server stops."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while not closing.is_set():
+        while not self.closing.is_set():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
             await asyncio.sleep(min(remaining, SLOW_POLL_SECONDS))
 
     async def begin(
+        self,
         request: Request,
         endpoint: str,
         *,
@@ -634,30 +622,32 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
         model_id: str | None = None,
         authenticate_call: bool = True,
     ) -> _Call:
+        """Authenticate a call (unless public), check its request id and apply the fault aimed at it."""
         # Output files are public CDN links: they are served to anyone, so they carry no account.
-        token = authenticate(request) if authenticate_call else ""
+        token = self.authenticate(request) if authenticate_call else ""
         record: RecordedRequest | None = request.scope.get(_RECORD_KEY)
         if request_id is not None:
             if not REQUEST_ID_PATTERN.match(request_id):
                 if not authenticate_call:
                     raise ApiError(404, ERROR_NOT_FOUND, "No such file")
                 raise ApiError(400, ERROR_INVALID_IDENTIFIER, f"Malformed request id: {request_id[:64]!r}")
-            model_id = state.model_of(request_id)
+            model_id = self.state.model_of(request_id)
             if record is not None:
                 record.model_id = model_id
-        fault = state.take_fault(endpoint, model_id, request_id)
+        fault = self.state.take_fault(endpoint, model_id, request_id)
         if fault is not None:
             if record is not None:
                 record.fault = fault.kind
             if fault.kind in ("http_error", "error_200"):
                 raise _fault_error(fault)
             if fault.kind == "slow":
-                await pause(fault.delay_seconds)
-        return _Call(request, endpoint, token, fault, closing)
+                await self.pause(fault.delay_seconds)
+        return _Call(request, endpoint, token, fault, self.closing)
 
-    def job_for(call: _Call, request_id: str) -> JobSnapshot:
+    def job_for(self, call: _Call, request_id: str) -> JobSnapshot:
+        """Return the caller's job ``request_id``, or raise the API's 404 or 403."""
         try:
-            job = state.get_job(request_id, call.token)
+            job = self.state.get_job(request_id, call.token)
             if job.hidden:  # the plan's read-after-write lag: not visible yet
                 raise UnknownRequestError(request_id)
             return job
@@ -670,11 +660,32 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
                 403, ERROR_PERMISSION_DENIED, f"Request {request_id} belongs to another account"
             ) from None
 
-    # -- the RunComfy Model API -------------------------------------------------------------------------
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Answer errors in the API's JSON error shape (FastAPI's own 404/405 included)."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return JSONResponse(exc.payload(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = ERROR_NOT_FOUND if exc.status_code == 404 else None
+        error = ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        return JSONResponse(error.payload(), status_code=exc.status_code, headers=error.headers)
+
+
+# Plain Starlette routes (``add_route``): FastAPI's parameter resolution would double the cost of every poll,
+# and these handlers read their path parameters themselves.
+
+
+def _api_router(gate: _Gate) -> APIRouter:
+    """Route the RunComfy Model API: submit, model info, status, result, cancel."""
+    state = gate.state
 
     async def submit(request: Request) -> Response:
         model_id: str = request.path_params["model_id"]
-        call = await begin(request, "submit", model_id=model_id)
+        call = await gate.begin(request, "submit", model_id=model_id)
         try:
             if not MODEL_ID_PATTERN.match(model_id) or state.model_info(model_id) is None:
                 raise ApiError(
@@ -713,43 +724,59 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
 
     async def model_info(request: Request) -> Response:
         model_id: str = request.path_params["model_id"]
-        call = await begin(request, "model", model_id=model_id)
+        call = await gate.begin(request, "model", model_id=model_id)
         info = state.model_info(model_id) if state.pricing_enabled else None
         if info is None:
             return call.error(ApiError(404, ERROR_NOT_FOUND, f"Model {model_id!r} was not found"))
         return call.answer(info)
 
-    async def status(request: Request) -> Response:
+    async def read(
+        request: Request, endpoint: str, render: Callable[[_Call, JobSnapshot], dict[str, Any]]
+    ) -> Response:
         request_id: str = request.path_params["request_id"]
-        call = await begin(request, "status", request_id=request_id)
+        call = await gate.begin(request, endpoint, request_id=request_id)
         try:
-            job = job_for(call, request_id)
+            job = gate.job_for(call, request_id)
         except ApiError as error:
             return call.error(error)
-        return call.answer(_status_payload(call.base_url, job))
+        return call.answer(render(call, job))
+
+    async def status(request: Request) -> Response:
+        return await read(request, "status", lambda call, job: _status_payload(call.base_url, job))
 
     async def result(request: Request) -> Response:
-        request_id: str = request.path_params["request_id"]
-        call = await begin(request, "result", request_id=request_id)
-        try:
-            job = job_for(call, request_id)
-        except ApiError as error:
-            return call.error(error)
         include_cost = request.query_params.get("include_cost", "").strip().lower() in _TRUTHY
-        return call.answer(_result_payload(call.base_url, job, include_cost))
+        return await read(
+            request, "result", lambda call, job: _result_payload(call.base_url, job, include_cost)
+        )
 
     async def cancel(request: Request) -> Response:
         request_id: str = request.path_params["request_id"]
-        call = await begin(request, "cancel", request_id=request_id)
+        call = await gate.begin(request, "cancel", request_id=request_id)
         try:
-            job_for(call, request_id)
+            gate.job_for(call, request_id)
             job, cancelled = state.cancel(request_id, call.token)
         except ApiError as error:
             return call.error(error)
         outcome = "cancelled" if cancelled else "not_cancellable"
         return call.answer({"request_id": request_id, "status": job.status, "outcome": outcome}, 202)
 
-    # -- public output files ----------------------------------------------------------------------------
+    router = APIRouter()
+    # The polled routes come first: fewer matches per poll.
+    for path, endpoint, method in (
+        ("/v1/requests/{request_id}/status", status, "GET"),
+        ("/v1/requests/{request_id}/result", result, "GET"),
+        ("/v1/requests/{request_id}/cancel", cancel, "POST"),
+        ("/v1/models/{model_id:path}", submit, "POST"),
+        ("/v1/models/{model_id:path}", model_info, "GET"),
+    ):
+        router.add_route(path, endpoint, methods=[method], include_in_schema=False)
+    return router
+
+
+def _files_router(gate: _Gate) -> APIRouter:
+    """Route the public output files: a request's videos, and generated files of any size."""
+    state, closing = gate.state, gate.closing
 
     def serve_file(call: _Call, body: VideoBody) -> Response:
         fault = call.fault
@@ -790,13 +817,14 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
 
     async def generated_file(request: Request) -> Response:
         size_bytes: int = request.path_params["size_bytes"]
-        call = await begin(request, "download", authenticate_call=False)
+        call = await gate.begin(request, "download", authenticate_call=False)
         if not MIN_GENERATED_SIZE <= size_bytes <= MAX_GENERATED_SIZE:
             return call.error(
                 ApiError(
                     404,
                     ERROR_NOT_FOUND,
-                    f"Generated files are {MIN_GENERATED_SIZE} to {MAX_GENERATED_SIZE} bytes, not {size_bytes}",
+                    f"Generated files are {MIN_GENERATED_SIZE} to {MAX_GENERATED_SIZE} bytes, not "
+                    f"{size_bytes}",
                 )
             )
         return serve_file(call, generated_video(size_bytes))
@@ -804,7 +832,7 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
     async def output_file(request: Request) -> Response:
         request_id: str = request.path_params["request_id"]
         index: int = request.path_params["index"]
-        call = await begin(request, "download", request_id=request_id, authenticate_call=False)
+        call = await gate.begin(request, "download", request_id=request_id, authenticate_call=False)
         try:
             job = state.get_job(request_id)
         except UnknownRequestError:
@@ -813,20 +841,37 @@ def create_app(state: EmulatorState, *, closing: threading.Event | None = None) 
             return call.error(ApiError(404, ERROR_NOT_FOUND, "No such file"))
         return serve_file(call, video_for(job.plan.video_size_bytes))
 
-    # Plain Starlette routes: FastAPI's parameter resolution would double the cost of every poll, and these
-    # handlers read their path parameters themselves. The polled routes come first (fewer matches per
-    # poll), and the generated-file route before the output-file route it would otherwise fall into.
-    api_routes = [
-        ("/v1/requests/{request_id}/status", status, "GET"),
-        ("/v1/requests/{request_id}/result", result, "GET"),
-        ("/v1/requests/{request_id}/cancel", cancel, "POST"),
-        ("/v1/models/{model_id:path}", submit, "POST"),
-        ("/v1/models/{model_id:path}", model_info, "GET"),
-        ("/files/generated/{size_bytes:int}.mp4", generated_file, "GET"),
-        ("/files/{request_id}/{index:int}.mp4", output_file, "GET"),
-    ]
-    for path, endpoint, method in api_routes:
-        app.add_route(path, endpoint, methods=[method], include_in_schema=False)
+    router = APIRouter()
+    # The generated-file route comes before the output-file route it would otherwise fall into.
+    for path, endpoint in (
+        ("/files/generated/{size_bytes:int}.mp4", generated_file),
+        ("/files/{request_id}/{index:int}.mp4", output_file),
+    ):
+        router.add_route(path, endpoint, methods=["GET"], include_in_schema=False)
+    return router
+
+
+def create_app(state: EmulatorState, *, closing: threading.Event | None = None) -> FastAPI:
+    """
+    Build the emulator's FastAPI application around ``state``.
+
+    :param state: the emulator state the routes read and change.
+    :param closing: set by the server when it is stopping, so slow answers and long downloads end at once.
+    """
+    closing = closing or threading.Event()
+    install_log_filter()
+    app = FastAPI(
+        title="Seedance emulator (RunComfy Model API stand-in)",
+        docs_url=f"{CONTROL_PREFIX}/docs",
+        redoc_url=None,
+        openapi_url=f"{CONTROL_PREFIX}/openapi.json",
+    )
+    app.state.emulator = state
+    app.add_middleware(RequestLogMiddleware, state=state)
+    _add_error_handlers(app)
+    gate = _Gate(state, closing)
+    app.include_router(_api_router(gate))
+    app.include_router(_files_router(gate))
     app.include_router(_control_router(state))
     return app
 

@@ -759,7 +759,8 @@ class LocalAirflow:
                     return
             if time.monotonic() > deadline:
                 raise LocalAirflowError(
-                    f"Airflow was not ready after {timeout:.0f} s (last health: {last}).\n{self.log_excerpt()}"
+                    f"Airflow was not ready after {timeout:.0f} s (last health: "
+                    f"{last}).\n{self.log_excerpt()}"
                 )
             time.sleep(POLL_SECONDS)
 

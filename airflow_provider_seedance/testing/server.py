@@ -233,7 +233,7 @@ class SeedanceEmulator:
 
     def connection_uri(self, **extra: Any) -> str:
         """
-        Return the URI form of a ``seedance`` connection to this emulator (the base URL goes in the host, quoted).
+        Return the URI form of a ``seedance`` connection to this emulator (the base URL quoted in the host).
 
         :param extra: connection extras, sent as query parameters.
         """

@@ -302,7 +302,8 @@ class JobSnapshot:
     :param created_at: submit time (epoch seconds).
     :param finished_at: end time (epoch seconds) once it succeeded, failed or was cancelled.
     :param plan: the plan the job follows.
-    :param outcome: the outcome drawn at submit time (``fail_probability`` may turn ``succeed`` into ``fail``).
+    :param outcome: the outcome drawn at submit time (``fail_probability`` may turn ``succeed`` into
+        ``fail``).
     :param body: the submitted input.
     :param cost_usd: what the finished job costs (``None`` while it runs or when the price is unknown).
     :param hidden: the job is still within its plan's ``not_found_seconds``: the API answers 404 for it.
@@ -358,7 +359,7 @@ class ForeignRequestError(PermissionError):
 
 def iso_timestamp(epoch: float | None) -> str | None:
     """
-    Render epoch seconds as an ISO 8601 UTC timestamp (``2025-01-01T12:00:00.000000Z``); ``None`` stays ``None``.
+    Render epoch seconds as ISO 8601 UTC (``2025-01-01T12:00:00.000000Z``); ``None`` stays ``None``.
 
     :param epoch: seconds since the epoch.
     """
@@ -421,7 +422,7 @@ def _entry(model_id: str, display_name: str, price: float | None, unit: str, **e
 
 
 def default_catalog() -> dict[str, dict[str, Any]]:
-    """Return the default model catalog: every Seedance model id the API contract lists, with plausible prices."""
+    """Return the default catalog: every Seedance model id the API contract lists, with plausible prices."""
     entries = [
         _entry(SEEDANCE_1_5_PRO_I2V_MODEL_ID, "Seedance 1.5 Pro Image to Video", 0.06, "second"),
         _entry(SEEDANCE_1_LITE_I2V_MODEL_ID, "Seedance 1.0 Lite Image to Video", 0.036, "second"),
@@ -536,7 +537,8 @@ class EmulatorState:
     ) -> None:
         if download_rate_limit is not None and download_rate_limit < 1:
             raise ValueError(
-                f"download_rate_limit must be a positive number of bytes per second, got {download_rate_limit!r}"
+                "download_rate_limit must be a positive number of bytes per second, got "
+                f"{download_rate_limit!r}"
             )
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise ValueError(f"time_scale must be a positive number, got {time_scale!r}")
@@ -574,7 +576,7 @@ class EmulatorState:
         self.download_rate_limit = self._initial_rate_limit
 
     def reset(self) -> None:
-        """Forget every job, fault, plan, request, token and model added since creation, and restore every setting."""
+        """Forget every job, fault, plan, request, token and model added since creation; reset settings."""
         with self._lock:
             self._init_mutable()
 
@@ -649,7 +651,7 @@ class EmulatorState:
 
     def plan_next(self, plan: JobPlan, count: int = 1) -> None:
         """
-        Queue ``plan`` for the next ``count`` submits (any model); queued plans beat per-model and default plans.
+        Queue ``plan`` for the next ``count`` submits (any model), ahead of per-model and default plans.
 
         :param plan: the plan.
         :param count: how many submits it applies to.
@@ -906,7 +908,7 @@ class EmulatorState:
 
     def cancel(self, request_id: str, token: str | None = None) -> tuple[JobSnapshot, bool]:
         """
-        Cancel a queued job; running and finished jobs are left alone. Return the job and whether it is cancelled.
+        Cancel a queued job (running and finished ones are left alone); return it and whether it is cancelled.
 
         Cancelling is idempotent: a job already cancelled reports ``True`` again, so a client that retries a
         cancel whose answer was lost learns the truth instead of ``not_cancellable``.

@@ -255,7 +255,8 @@ class SeedanceTransferBaseOperator(BaseOperator):
         super().__init__(**kwargs)
         if asset_extra is not None and not isinstance(asset_extra, (Mapping, str)):
             raise SeedanceConfigurationError(
-                f"asset_extra: must be a dict of metadata for the Asset events, got {type(asset_extra).__name__}."
+                "asset_extra: must be a dict of metadata for the Asset events, got "
+                f"{type(asset_extra).__name__}."
             )
         self.asset_extra = asset_extra
         self.request_id = request_id
@@ -595,7 +596,7 @@ class SeedanceTransferBaseOperator(BaseOperator):
         return dict(value)
 
     def _event_extra(self) -> dict[str, Any]:
-        """The metadata every Asset event of this run carries: the user's ``asset_extra``, then the request's."""
+        """Metadata every Asset event of this run carries: the user's ``asset_extra``, then the request's."""
         extra: dict[str, Any] = self._checked_asset_extra() or {}
         request_id = self.request_id.strip() if isinstance(self.request_id, str) else None
         if request_id:

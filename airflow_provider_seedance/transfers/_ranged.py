@@ -63,7 +63,7 @@ class PartSink(DownloadSink, Protocol):
 
     def write_part(self, number: int, data: bytearray | bytes) -> None:
         """
-        Store part ``number``: bytes ``(number - 1) * part_size`` onwards (``part_size`` of them, fewer for the last).
+        Store part ``number``: ``part_size`` bytes from ``(number - 1) * part_size`` (fewer for the last).
 
         :param number: the part number, from 1.
         :param data: the part's bytes.
@@ -317,21 +317,12 @@ class RangedDownload:
                 )
 
     def _read_range(self, part: _Part) -> None:
-        """Request the rest of ``part`` until it is complete (a capped answer is followed by another request)."""
+        """Request the rest of ``part`` until it is complete (a capped answer is followed by another one)."""
         download = self.download
         while part.got < part.length:
             first = part.start + part.got
             last = part.start + part.length - 1
-            headers = {"Accept-Encoding": "identity", "Range": f"bytes={first}-{last}"}
-            if download.validator:
-                headers["If-Range"] = download.validator
-            try:
-                request = download.client.build_request("GET", download.url, headers=headers)
-                response = download.client.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                raise SeedanceConnectionError(
-                    f"Download of {download.shown} (bytes {first}-{last}) failed: {type(exc).__name__}: {exc}"
-                ) from None
+            response = download.send_get(first, last)
             try:
                 end = self._accept(response, first, last) - part.start
                 self._receive(response, part, end)
@@ -352,7 +343,8 @@ class RangedDownload:
             raise _RangesNotHonoured(f"Content-Range {header!r} for bytes {first}-{last}")
         if parsed[2] is not None and parsed[2] != self._size:
             raise SeedanceIntegrityError(
-                f"{self.download.shown} changed while it was being copied (size {self._size} then {parsed[2]})."
+                f"{self.download.shown} changed while it was being copied (size {self._size} then "
+                f"{parsed[2]})."
             )
         return parsed[1] + 1
 

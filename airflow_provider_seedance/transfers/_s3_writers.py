@@ -267,7 +267,7 @@ class _S3Writer:
         return self._object_args(result.sha256, result.content_type)
 
     def _put_whole(self, body: bytes, result: DownloadResult) -> None:
-        """Publish a file that fits in one part with one atomic PutObject that S3 checks against our SHA-256."""
+        """Publish a file that fits in one part with one atomic PutObject S3 checks against our SHA-256."""
         with s3_errors("PutObject", self.uri):
             self.client.put_object(
                 Bucket=self.bucket,
@@ -669,7 +669,7 @@ class S3StagedWriter(_S3MultipartStream):
         self._shutdown()
 
     def abort(self) -> None:
-        """Remove every trace of this write: in-flight parts, multipart uploads, staging and unverified objects."""
+        """Remove every trace of this write: in-flight parts, multipart uploads, staged or unverified data."""
         self._abort_upload()
         self._abort_final_upload()
         if self._staged:
@@ -689,7 +689,8 @@ class S3StagedWriter(_S3MultipartStream):
             staged_size = self.client.head_object(Bucket=self.bucket, Key=self.staging_key)["ContentLength"]
         if staged_size != result.size:
             raise SeedanceIntegrityError(
-                f"{self.staging_uri} holds {staged_size} bytes but {result.size} were downloaded; not published."
+                f"{self.staging_uri} holds {staged_size} bytes but {result.size} were downloaded; not "
+                "published."
             )
 
     def _publish_staging(self, result: DownloadResult) -> None:
@@ -747,7 +748,7 @@ class S3StagedWriter(_S3MultipartStream):
 
 class S3SpooledWriter(_S3Writer):
     """
-    Write one file to S3 with ``sha256`` metadata and local staging: spool it to a temporary file, then upload.
+    Write one file to S3 with ``sha256`` metadata via local staging: spool to a temporary file, then upload.
 
     The SHA-256 is known before the upload starts, so the final multipart upload carries the metadata from
     its creation: no staging object, no server-side copy. The parts are read back from the file in
@@ -771,7 +772,8 @@ class S3SpooledWriter(_S3Writer):
         """
         super().begin(source)
         if self._file is None:
-            self._file = tempfile.TemporaryFile(dir=self.spool_dir, prefix="seedance-spool-")  # noqa: SIM115 - closed by commit/abort
+            # Closed by commit or abort, not by a with block.
+            self._file = tempfile.TemporaryFile(dir=self.spool_dir, prefix="seedance-spool-")  # noqa: SIM115
 
     def write(self, data: bytes) -> None:
         """

@@ -8,9 +8,10 @@ connections, truncated bodies, 408/429/5xx) are retried through the provider's s
 ``Range: bytes=N-`` when the server answers ``206``, and otherwise starts again from byte 0 after telling
 the sink to :meth:`~DownloadSink.rewind`.
 
-Downloads use the provider's download client (:func:`airflow_provider_seedance.downloads.new_download_client`):
-never the hook's client, so the RunComfy API token (an ``Authorization`` header) can never reach a CDN or any
-other host; URLs with credentials and link-local (cloud metadata) addresses are refused on every hop.
+Downloads use the provider's download client
+(:func:`airflow_provider_seedance.downloads.new_download_client`): never the hook's client, so the RunComfy
+API token (an ``Authorization`` header) can never reach a CDN or any other host; URLs with credentials and
+link-local (cloud metadata) addresses are refused on every hop.
 
 A server may answer a range with fewer bytes than asked (some CDNs cap every ``206``): the download asks
 again from where each complete answer ends until the size announced by ``Content-Length`` or by the first
@@ -469,6 +470,32 @@ class StreamingDownload:
         """
         self._check_status(response)
 
+    def send_get(self, first: int | None = None, last: int | None = None) -> httpx.Response:
+        """
+        Send one streamed GET of the source, of bytes ``first-last`` when given; leave the answer open.
+
+        A ranged request carries ``If-Range``, so a file that changed since the first answer comes whole
+        (200) instead of as a part of something else. A transport failure raises a retryable error.
+
+        :param first: the first byte wanted (``None``: the whole file).
+        :param last: the last byte wanted (``None``: to the end).
+        """
+        headers = {"Accept-Encoding": "identity"}
+        about = ""
+        if first is not None:
+            headers["Range"] = f"bytes={first}-{'' if last is None else last}"
+            if self.validator:
+                headers["If-Range"] = self.validator
+            if last is not None:
+                about = f" (bytes {first}-{last})"
+        try:
+            request = self.client.build_request("GET", self.url, headers=headers)
+            return self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise SeedanceConnectionError(
+                f"Download of {self.shown}{about} failed: {type(exc).__name__}: {exc}"
+            ) from None
+
     @property
     def validator(self) -> str | None:
         """The ``If-Range`` validator of the first answer (its strong ``ETag``, else ``Last-Modified``)."""
@@ -477,7 +504,7 @@ class StreamingDownload:
     # -- internals ---------------------------------------------------------------------------------------
 
     def _resume_delay(self, lasted: float) -> float:
-        """Wait before reconnecting: doubled per quick interruption in a row, back to the first after a long run."""
+        """Wait before reconnecting: doubled per quick interruption in a row, reset after a long run."""
         self._streak = 1 if lasted >= RESUME_STREAK_RESET_SECONDS else self._streak + 1
         backoff = min(self.backoff * 2 ** (self._streak - 1), RETRY_WAIT_MAX_SECONDS)
         return backoff + random.uniform(0, self.wait.jitter)
@@ -498,7 +525,7 @@ class StreamingDownload:
             self._continuing = True
 
     def _stream_one(self, sink: DownloadSink) -> bool:
-        """Stream one answer; return ``True`` when the file is complete, ``False`` when a range ended short."""
+        """Stream one answer; return ``True`` once the file is complete, ``False`` if a range ended short."""
         response = self._response
         self._response = None
         if response is None:
@@ -540,23 +567,10 @@ class StreamingDownload:
 
     def _request(self, offset: int, sink: DownloadSink | None = None) -> httpx.Response:
         """Send one GET from ``offset``; leave the response open on success and sort out resume vs restart."""
-        headers = {"Accept-Encoding": "identity"}
         ranged = offset > 0 and self._ranges and (self.info is None or self.info.accepts_ranges)
-        if ranged:
-            headers["Range"] = f"bytes={offset}-"
-            validator = self.info.etag or self.info.last_modified if self.info else None
-            if validator:
-                # If the file changed since the first answer, the server sends it whole (200) instead.
-                headers["If-Range"] = validator
         continuing, self._continuing = self._continuing, False
         self._range_end = None
-        try:
-            request = self.client.build_request("GET", self.url, headers=headers)
-            response = self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise SeedanceConnectionError(
-                f"Download of {self.shown} failed: {type(exc).__name__}: {exc}"
-            ) from None
+        response = self.send_get(offset if ranged else None)
         try:
             self._check_status(response)
             if response.status_code == 206:

@@ -68,7 +68,7 @@ def _copy_with_metadata(
     fs: Any, size: int, metadata: dict[str, str], content_type: str
 ) -> dict[str, Any] | None:
     """
-    Return the ``fs.copy`` options that set the metadata in the copy itself, or ``None`` if the store has none.
+    Return the ``fs.copy`` options that set the metadata in the copy itself (``None``: the store has none).
 
     s3fs passes them to ``CopyObject`` (objects up to 5 GiB): the destination is created once, complete.
     """
@@ -222,7 +222,7 @@ class ObjectStorageWriter:
             self._write_sidecar({**metadata, "size": result.size})
 
     def _write_sidecar(self, document: dict[str, Any]) -> None:
-        """Write the sidecar under a hidden name, then rename it: it is complete or absent, never half-written."""
+        """Write the sidecar under a hidden name, then rename it: complete or absent, never half-written."""
         final = sidecar_path(self.path)
         temporary = self.path.parent / f".{final.name}.{uuid.uuid4().hex}{STAGING_SUFFIX}"
         try:
@@ -246,8 +246,8 @@ class SeedanceToObjectStorageOperator(SeedanceTransferBaseOperator):
     """
     Copy the videos of a Seedance request (or any http(s) files) to any Airflow object storage path.
 
-    Works with every store ``ObjectStoragePath`` can attach (``file://``, ``gs://``, ``abfs://``, ``s3://`` with
-    s3fs...), streaming in constant memory with the same verification as the S3 operator. The integrity
+    Works with every store ``ObjectStoragePath`` can attach (``file://``, ``gs://``, ``abfs://``, ``s3://``
+    with s3fs...), streaming in constant memory with the same verification as the S3 operator. The integrity
     metadata goes into object metadata where the store supports it, else into a ``<name>.seedance.json``
     sidecar (see the module docstring).
 
@@ -260,8 +260,9 @@ class SeedanceToObjectStorageOperator(SeedanceTransferBaseOperator):
             dest_conn_id="google_cloud_default",
         )
 
-    :param dest_path: the destination, a URL such as ``file:///data/videos/clip-{index}.mp4`` (templated). With
-        several videos it must contain ``{index}`` (0-based), else the task fails before copying anything.
+    :param dest_path: the destination, a URL such as ``file:///data/videos/clip-{index}.mp4`` (templated).
+        With several videos it must contain ``{index}`` (0-based), else the task fails before copying
+        anything.
     :param dest_conn_id: the Airflow connection of the store (``None``: the store's default credentials).
     :param request_id: copy every video of this Seedance request (templated). Exactly one of ``request_id``
         and ``source_urls``.
@@ -397,8 +398,5 @@ class SeedanceToObjectStorageOperator(SeedanceTransferBaseOperator):
 
 
 __all__ = [
-    "SIDECAR_SUFFIX",
-    "ObjectStorageWriter",
     "SeedanceToObjectStorageOperator",
-    "sidecar_path",
 ]

@@ -72,7 +72,10 @@ ALLOWED_EXTRA_ARGS = frozenset(
         "Tagging",
     }
 )
-"""``extra_args`` accepted for the final object (the arguments PutObject, CopyObject and CreateMultipartUpload share)."""
+"""
+``extra_args`` accepted for the final object (the arguments PutObject, CopyObject and
+CreateMultipartUpload share).
+"""
 
 MAX_DOWNLOAD_CONNECTIONS = 16
 """Most connections one file is fetched over (each holds a part in memory; a CDN sees them all)."""
@@ -288,7 +291,8 @@ class SeedanceToS3Operator(SeedanceTransferBaseOperator):
             or not (MIN_PART_SIZE <= part_size <= S3_MAX_PART_SIZE)
         ):
             raise SeedanceConfigurationError(
-                f"part_size: must be an integer from {MIN_PART_SIZE} (5 MiB, S3's minimum) to 5 GiB, got {part_size!r}."
+                f"part_size: must be an integer from {MIN_PART_SIZE} (5 MiB, S3's minimum) to 5 GiB, got "
+                f"{part_size!r}."
             )
         if (
             not isinstance(upload_concurrency, int)
@@ -304,8 +308,8 @@ class SeedanceToS3Operator(SeedanceTransferBaseOperator):
             or not 1 <= download_connections <= MAX_DOWNLOAD_CONNECTIONS
         ):
             raise SeedanceConfigurationError(
-                f"download_connections: must be an integer from 1 (one stream) to {MAX_DOWNLOAD_CONNECTIONS}, "
-                f"got {download_connections!r}."
+                "download_connections: must be an integer from 1 (one stream) to "
+                f"{MAX_DOWNLOAD_CONNECTIONS}, got {download_connections!r}."
             )
         self.part_size = part_size
         self.upload_concurrency = upload_concurrency
@@ -397,8 +401,8 @@ class SeedanceToS3Operator(SeedanceTransferBaseOperator):
                 return None
             if s3_http_status(exc) == 403:
                 raise SeedanceTransferError(
-                    f"Cannot tell whether {uri} exists (HTTP 403): allow s3:GetObject and s3:ListBucket on the "
-                    "bucket, or set replace=True."
+                    f"Cannot tell whether {uri} exists (HTTP 403): allow s3:GetObject and s3:ListBucket on "
+                    "the bucket, or set replace=True."
                 ) from exc
             raise SeedanceTransferError(f"S3 HeadObject failed for {uri}: {exc}") from exc
         metadata = {str(k).lower(): v for k, v in (head.get("Metadata") or {}).items()}
@@ -456,10 +460,5 @@ __all__ = [
     "ALLOWED_EXTRA_ARGS",
     "DEFAULT_DOWNLOAD_CONNECTIONS",
     "DEFAULT_UPLOAD_CONCURRENCY",
-    "S3DirectWriter",
-    "S3SpooledWriter",
-    "S3StagedWriter",
     "SeedanceToS3Operator",
-    "parse_s3_destination",
-    "staging_key_for",
 ]

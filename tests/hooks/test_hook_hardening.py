@@ -1,4 +1,4 @@
-"""Issue 13 at hook level, against the emulator over real HTTP: created requests, tokens, deadlines, probes."""
+"""Issue 13 at hook level, against the emulator over real HTTP: created requests, tokens, deadlines."""
 
 from __future__ import annotations
 
@@ -18,12 +18,11 @@ from airflow_provider_seedance.exceptions import (
     SeedanceRateLimitError,
     SeedanceSubmissionStateUnknownError,
 )
+from airflow_provider_seedance.hooks._responses import safe_error_text, transport_error
 from airflow_provider_seedance.hooks.seedance import (
     SeedanceConnectionConfig,
     SeedanceHook,
     aclose_shared_clients,
-    safe_error_text,
-    transport_error,
 )
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
 from airflow_provider_seedance.testing import Fault, SeedanceEmulator
@@ -44,13 +43,6 @@ BAD_TOKENS = {
     "non-ascii": f"{FIRST_HALF}\u00e9{SECOND_HALF}",
     "line-separator": f"{FIRST_HALF}\u2028{SECOND_HALF}",
 }
-
-
-@pytest.fixture
-def hook(seedance_conn: str) -> Any:
-    hook = SeedanceHook(seedance_conn)
-    yield hook
-    hook.close()
 
 
 def leaks(text: str) -> bool:
@@ -258,7 +250,6 @@ def test_h11_refusing_the_header_is_not_state_unknown_and_quotes_nothing(emulato
 
 def test_h11_refusing_the_header_on_the_async_side(emulator: SeedanceEmulator) -> None:
     hook = _unvalidated_hook(emulator, BAD_TOKENS["crlf"])
-    hook._aconfig = hook.config
 
     async def go() -> list[BaseException]:
         errors: list[BaseException] = []
@@ -343,7 +334,7 @@ def test_retry_after_never_crosses_the_deadline_async(emulator: SeedanceEmulator
     assert isinstance(asyncio.run(go()), SeedanceRateLimitError)
 
 
-# -- item 15: the probe's "unknown id" answer means the token was accepted ------------------------------------
+# -- item 15: the probe's "unknown id" answer means the token was accepted -----------------------------------
 
 
 @pytest.mark.parametrize(

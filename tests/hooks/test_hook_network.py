@@ -23,11 +23,11 @@ from airflow_provider_seedance.exceptions import (
     SeedanceError,
 )
 from airflow_provider_seedance.get_provider_info import get_provider_info
+from airflow_provider_seedance.hooks._connection import redact_url
 from airflow_provider_seedance.hooks.seedance import (
     KEEPALIVE_EXPIRY_SECONDS,
     SeedanceHook,
     aclose_shared_clients,
-    redact_url,
 )
 from airflow_provider_seedance.lifecycle import DEFAULT_POLL_INTERVAL_SECONDS
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
@@ -124,7 +124,7 @@ def tls_emulator(certs: LocalCertificates) -> Iterator[SeedanceEmulator]:
 
 
 def two_connections(monkeypatch: pytest.MonkeyPatch, emulator: SeedanceEmulator, **trusted: Any) -> None:
-    """``seedance_default`` trusts the emulator's CA through ``trusted``; ``untrusted`` is the same without."""
+    """``seedance_default`` trusts the emulator's CA through ``trusted``; ``untrusted`` does not."""
     use_connection(monkeypatch, emulator, max_retries=0, **trusted)
     monkeypatch.setenv("AIRFLOW_CONN_UNTRUSTED", conn_json(emulator, max_retries=0))
 
@@ -222,7 +222,8 @@ def test_a_ca_bundle_that_is_not_pem_fails_clearly_before_any_call(
 class ForwardProxy:
     """
     An HTTP proxy on 127.0.0.1 that demands Basic credentials and records what it carried: plain HTTP
-    requests are forwarded (absolute form), HTTPS goes through a ``CONNECT`` tunnel, as with a corporate proxy.
+    requests are forwarded (absolute form), HTTPS goes through a ``CONNECT`` tunnel, as with a corporate
+    proxy.
 
     :param user: the accepted user.
     :param password: the accepted password.

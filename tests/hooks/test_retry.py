@@ -222,7 +222,8 @@ NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=timezone.utc)
         ("1.5", 1.5),
         ("Fri, 04 Dec 2026 12:00:30 GMT", 30.0),
         ("Fri, 04 Dec 2026 12:01:00 +0000", 60.0),
-        # A zone-less date ("-0000") is UTC: before, the hook raised TypeError subtracting it from an aware now.
+        # A zone-less date ("-0000") is UTC: before, the hook raised TypeError subtracting it from an aware
+        # now.
         ("Fri, 04 Dec 2026 12:00:10 -0000", 10.0),
         ("Fri, 04 Dec 2026 11:00:00 GMT", 0.0),  # in the past: retry now
     ],

@@ -29,9 +29,9 @@ from airflow_provider_seedance.exceptions import (
 from airflow_provider_seedance.hooks.seedance import (
     DEFAULT_BASE_URL,
     SeedanceHook,
+    _shared_async_client,
     aclose_shared_clients,
     normalize_base_url,
-    shared_async_client,
 )
 from airflow_provider_seedance.models import (
     SEEDANCE_1_5_PRO_I2V_MODEL_ID,
@@ -43,13 +43,6 @@ from tests._support import TEST_TOKEN, conn_json, free_port
 
 MODEL = SEEDANCE_1_5_PRO_I2V_MODEL_ID
 PAYLOAD = {"prompt": "A lighthouse at dusk", "first_frame_image_url": "https://example.com/l.png"}
-
-
-@pytest.fixture
-def hook(seedance_conn: str) -> SeedanceHook:
-    hook = SeedanceHook(seedance_conn)
-    yield hook
-    hook.close()
 
 
 def submit_one(hook: SeedanceHook) -> str:
@@ -134,6 +127,25 @@ def test_connection_with_bad_extra_fails_clearly(monkeypatch: pytest.MonkeyPatch
 def test_hook_overrides_beat_connection_extras(seedance_conn: str) -> None:
     config = SeedanceHook(seedance_conn, timeout=2, max_retries=0).config
     assert (config.timeout, config.max_retries) == (2.0, 0)
+
+
+async def test_sync_and_async_lookups_share_one_connection_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    def point_at(token: str) -> None:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_SEEDANCE_DEFAULT", json.dumps({"conn_type": "seedance", "password": token})
+        )
+
+    point_at("tok-first")
+    sync_first = SeedanceHook()
+    resolved = sync_first.config
+    point_at("tok-second")  # a second lookup would see this token: none may happen
+    assert await sync_first.aget_config() is resolved
+
+    async_first = SeedanceHook()
+    resolved = await async_first.aget_config()
+    point_at("tok-third")
+    assert async_first.config is resolved
+    assert resolved.token == "tok-second"
 
 
 def test_test_connection_accepts_a_good_token(hook: SeedanceHook, emulator: SeedanceEmulator) -> None:
@@ -234,7 +246,7 @@ def test_failed_request_error_text(hook: SeedanceHook, emulator: SeedanceEmulato
     )
     request_id = submit_one(hook)
     deadline = time.monotonic() + 10
-    while not (status := hook.get_status(request_id).state).is_terminal():
+    while (status := hook.get_status(request_id).state).is_active():
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert status in (RequestStatus.COMPLETED, RequestStatus.FAILED)
@@ -431,7 +443,7 @@ def test_unknown_status_value_is_reported_as_unknown(hook: SeedanceHook, emulato
     emulator.add_fault(Fault(kind="unknown_status", endpoint="status", times=1))
     status = hook.get_status(request_id)
     assert status.state is RequestStatus.UNKNOWN
-    assert not status.state.is_success()
+    assert not status.state.is_active()  # so the waiters read /result, the final word
 
 
 def test_request_of_another_account(hook: SeedanceHook, emulator: SeedanceEmulator) -> None:
@@ -448,7 +460,7 @@ def test_unknown_request(hook: SeedanceHook) -> None:
         hook.get_status("does-not-exist")
 
 
-# -- async side ------------------------------------------------------------------------------------------------
+# -- async side ----------------------------------------------------------------------------------------------
 
 
 async def test_async_calls_roundtrip(hook: SeedanceHook, emulator: SeedanceEmulator) -> None:
@@ -486,8 +498,8 @@ async def test_async_retries_transient_failures(hook: SeedanceHook, emulator: Se
 async def test_async_hooks_share_one_client_per_loop(seedance_conn: str) -> None:
     first, second = SeedanceHook(seedance_conn), SeedanceHook(seedance_conn)
     try:
-        client_one = shared_async_client(await first.aget_config())
-        client_two = shared_async_client(await second.aget_config())
+        client_one = _shared_async_client(await first.aget_config())
+        client_two = _shared_async_client(await second.aget_config())
         assert client_one is client_two
     finally:
         await aclose_shared_clients()
@@ -522,7 +534,7 @@ async def test_many_concurrent_async_calls_use_a_bounded_pool(
     request_id = submit_one(hook)
     try:
         results = await asyncio.gather(*(hook.aget_status(request_id) for _ in range(200)))
-        client = shared_async_client(await hook.aget_config())
+        client = _shared_async_client(await hook.aget_config())
         pool = client._transport._pool  # type: ignore[attr-defined]
         assert len(pool.connections) <= 20
     finally:
@@ -530,7 +542,7 @@ async def test_many_concurrent_async_calls_use_a_bounded_pool(
     assert len(results) == 200
 
 
-# -- secrets ---------------------------------------------------------------------------------------------------
+# -- secrets -------------------------------------------------------------------------------------------------
 
 
 def test_token_never_in_repr_logs_or_errors(

@@ -41,7 +41,7 @@ RECORD = StoredRequest(request_id="4f2c0d9e8b7a", model_id=MODEL, input_sha256=i
 RETENTION = timedelta(days=9)
 
 
-# -- the fingerprint of a submission ---------------------------------------------------------------------------
+# -- the fingerprint of a submission -------------------------------------------------------------------------
 
 
 def test_fingerprint_ignores_key_order_only() -> None:
@@ -70,7 +70,7 @@ def test_fingerprint_of_non_ascii_input_is_stable() -> None:
     assert input_fingerprint(MODEL, body) == input_fingerprint(MODEL, dict(body))
 
 
-# -- what is stored, and what counts as nothing stored -------------------------------------------------------------
+# -- what is stored, and what counts as nothing stored -------------------------------------------------------
 
 
 def test_record_round_trips_as_json_and_as_text() -> None:
@@ -119,7 +119,7 @@ def test_a_record_matches_only_the_same_model_and_input() -> None:
     assert not RECORD.matches("bytedance/seedance-v1-lite/image-to-video", RECORD.input_sha256)
 
 
-# -- Airflow 3.3's task_state_store ----------------------------------------------------------------------------------
+# -- Airflow 3.3's task_state_store --------------------------------------------------------------------------
 
 
 def test_task_state_store_saves_loads_and_discards_under_one_key() -> None:
@@ -146,7 +146,7 @@ def test_task_state_store_errors_propagate() -> None:
         TaskStateRequestStore(FakeTaskStateStore(fail_get=True), RETENTION).load()
 
 
-# -- choosing the store ------------------------------------------------------------------------------------------
+# -- choosing the store --------------------------------------------------------------------------------------
 
 
 def test_task_state_store_is_preferred_when_airflow_has_it() -> None:
@@ -185,7 +185,7 @@ def test_variable_store_reads_what_airflow_resolves(monkeypatch: pytest.MonkeyPa
     assert VariableRequestStore(key).load() is None
 
 
-# -- Variable keys (Airflow 3.0-3.2) ------------------------------------------------------------------------
+# -- Variable keys (Airflow 3.0-3.2) -------------------------------------------------------------------------
 
 PROMPT = "Two kites tangle over a beach"
 RUN_ID = "manual__2025-03-01T00:00:00+00:00"

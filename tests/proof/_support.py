@@ -130,7 +130,7 @@ class ErrorLog:
         return sorted(self.errors.get((dag_id, task_id), []), key=lambda item: item.try_number)
 
     def all_texts(self) -> list[str]:
-        """Return every recorded exception as message, repr, attributes and formatted traceback (with causes)."""
+        """Return every recorded exception as message, repr, attributes and traceback (with causes)."""
         texts: list[str] = []
         for items in self.errors.values():
             for item in items:
@@ -217,7 +217,8 @@ class Leftovers:
     """
     What a bucket holds that a finished transfer must never leave behind.
 
-    :param unverified: objects that are staging objects, or whose bytes do not match their ``sha256`` metadata.
+    :param unverified: objects that are staging objects, or whose bytes do not match their ``sha256``
+        metadata.
     :param uploads: keys of multipart uploads still open.
     """
 

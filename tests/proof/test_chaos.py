@@ -506,14 +506,14 @@ class ChaosReport:
             f"generations with lag that succeeded: {self.lag_succeeded}"
         )
         lines.append(
-            f"submit POSTs {sum(self.posts_per_marker.values())}, "
-            f"jobs started {sum(self.jobs_per_marker.values())} "
-            f"(generations with no job: {sum(not self.jobs_per_marker[g.marker] for g in self.generations)})"
+            f"submit POSTs {sum(self.posts_per_marker.values())}, jobs started "
+            f"{sum(self.jobs_per_marker.values())} (generations with no job: "
+            f"{sum(1 for g in self.generations if not self.jobs_per_marker[g.marker])})"
         )
         copies = [g for g in self.generations if g.copied and g.ending != "unclean"]
         lines.append(
-            f"generations meant to be copied to S3: {len(copies)} "
-            f"(verified objects stored: {len(self.objects)})"
+            f"generations meant to be copied to S3: {len(copies)} (verified objects stored: "
+            f"{len(self.objects)})"
         )
         waits = sorted(g.wait_seconds for g in self.generations if g.path != "dag")
         lines.append(
@@ -671,7 +671,7 @@ def test_no_logical_generation_was_submitted_twice(chaos: ChaosReport) -> None:
 
 
 def test_a_token_with_a_newline_sends_nothing(chaos: ChaosReport) -> None:
-    """Generations on the newline-token connection fail cleanly with a configuration error, sending none."""
+    """Generations on the newline-token connection fail with a configuration error, sending nothing."""
     refused = [g for g in chaos.generations if g.marker.startswith("newline-")]
     assert len(refused) == NEWLINE_TOKEN_GENERATIONS
     assert {(g.ending, g.detail) for g in refused} == {("failed_cleanly", "SeedanceConfigurationError")}

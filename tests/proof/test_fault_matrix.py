@@ -162,8 +162,31 @@ class OperatorCase:
         return self.fault.endpoint if self.fault is not None else "result"
 
 
+def _state_unknown(case_id: str, fault: Fault, *, jobs: int, detail: str, **more: Any) -> OperatorCase:
+    """
+    A submit whose answer was lost or garbled: the first try fails, naming the ambiguity, and is not retried.
+
+    :param case_id: the case id.
+    :param fault: the fault of the submit.
+    :param jobs: jobs the emulator started (the API may have created one).
+    :param detail: what the message must also say about the failure.
+    :param more: further :class:`OperatorCase` fields.
+    """
+    return OperatorCase(
+        case_id,
+        fault,
+        "failed",
+        tries=1,
+        posts=1,
+        jobs=jobs,
+        error=SeedanceSubmissionStateUnknownError,
+        says=("Submission state unknown", "NOT retried automatically", detail),
+        no_task_retry=True,
+        **more,
+    )
+
+
 def _submit_cases() -> list[OperatorCase]:
-    unknown = ("Submission state unknown", "NOT retried automatically")
     cases = [
         # 429: nothing was created; the submit is not retried by the hook, an Airflow retry submits again.
         OperatorCase(
@@ -177,59 +200,30 @@ def _submit_cases() -> list[OperatorCase]:
             says=("Seedance submit failed: HTTP 429",),
             faulted=1,
         ),
-    ]
-    for status in (500, 502, 503):
-        cases.append(
-            OperatorCase(
+        *[
+            _state_unknown(
                 f"submit-{status}",
                 http(status, endpoint="submit"),
-                "failed",
-                tries=1,
-                posts=1,
                 jobs=0,
-                error=SeedanceSubmissionStateUnknownError,
-                says=(*unknown, f"HTTP {status}"),
-                no_task_retry=True,
+                detail=f"HTTP {status}",
                 faulted=1,
             )
-        )
-    # The answer is lost or garbled after the API may have created (and billed) a job: the ambiguous case.
-    cases += [
-        OperatorCase(
-            "submit-drop",
-            Fault(kind="drop", endpoint="submit"),
-            "failed",
-            tries=1,
-            posts=1,
-            jobs=1,
-            error=SeedanceSubmissionStateUnknownError,
-            says=(*unknown, "peer closed connection"),
-            no_task_retry=True,
+            for status in (500, 502, 503)
+        ],
+        # The answer is lost or garbled after the API may have created (and billed) a job: the ambiguous case.
+        _state_unknown(
+            "submit-drop", Fault(kind="drop", endpoint="submit"), jobs=1, detail="peer closed connection"
         ),
         # The emulator's slow fault waits before reading the body, so a client that gave up left no job;
         # the provider cannot know that, and reports the same ambiguity as for the other cases.
-        OperatorCase(
-            "submit-timeout",
-            slow(endpoint="submit"),
-            "failed",
-            tries=1,
-            posts=1,
-            jobs=0,
-            error=SeedanceSubmissionStateUnknownError,
-            says=(*unknown, "timed out"),
-            no_task_retry=True,
-            conn=SLOW_CONN_ID,
+        _state_unknown(
+            "submit-timeout", slow(endpoint="submit"), jobs=0, detail="timed out", conn=SLOW_CONN_ID
         ),
-        OperatorCase(
+        _state_unknown(
             "submit-malformed",
             Fault(kind="malformed_json", endpoint="submit"),
-            "failed",
-            tries=1,
-            posts=1,
             jobs=1,
-            error=SeedanceSubmissionStateUnknownError,
-            says=(*unknown, "not valid JSON"),
-            no_task_retry=True,
+            detail="not valid JSON",
         ),
         # An explicit error body (no job created): a definite refusal, so an Airflow retry may submit.
         OperatorCase(
@@ -377,24 +371,7 @@ def _read_cases(endpoint: Literal["status", "result"]) -> list[OperatorCase]:
                 replaced=True,
             )
         )
-        # An outage longer than the deadline: try 1 times out; later tries cannot read the stored request
-        # and refuse to submit a second one.
-        cases.append(
-            OperatorCase(
-                "status-503-always",
-                http(503, endpoint="status", times=None),
-                "failed",
-                tries=TASK_RETRIES + 1,
-                posts=1,
-                jobs=1,
-                error=SeedanceTimeoutError,
-                says=("did not finish before its deadline",),
-                later=SeedanceError,
-                later_says=("Not submitting a second, paid request",),
-                names_request=True,
-                timeout=1.0,
-            )
-        )
+        cases.append(_outage_past_the_deadline("status-503-always"))
     else:
         cases.append(
             OperatorCase(
@@ -434,65 +411,49 @@ def _read_cases(endpoint: Literal["status", "result"]) -> list[OperatorCase]:
     return cases
 
 
+def _outage_past_the_deadline(case_id: str, fault: Fault | None = None, **more: Any) -> OperatorCase:
+    """
+    An outage longer than the deadline: try 1 times out; later tries cannot read the stored request and
+    refuse to submit a second one.
+
+    :param case_id: the case id.
+    :param fault: the outage (default: every status read answers 503).
+    :param more: further :class:`OperatorCase` fields.
+    """
+    return OperatorCase(
+        case_id,
+        fault or http(503, endpoint="status", times=None),
+        "failed",
+        tries=TASK_RETRIES + 1,
+        posts=1,
+        jobs=1,
+        error=SeedanceTimeoutError,
+        says=("did not finish before its deadline",),
+        later=SeedanceError,
+        later_says=("Not submitting a second, paid request",),
+        names_request=True,
+        timeout=1.0,
+        **more,
+    )
+
+
 def _sync_cases() -> list[OperatorCase]:
     """The same faults met by the worker's own poll loop (``deferrable=False``)."""
+    polled: dict[str, Any] = {"state": "success", "tries": 1, "posts": 1, "jobs": 1, "deferrable": False}
     return [
+        OperatorCase("sync-status-503", http(503, endpoint="status", times=2, skip=1), faulted=2, **polled),
+        OperatorCase("sync-result-drop", Fault(kind="drop", endpoint="result", times=2), faulted=2, **polled),
         OperatorCase(
-            "sync-status-503",
-            http(503, endpoint="status", times=2, skip=1),
-            "success",
-            tries=1,
-            posts=1,
-            jobs=1,
-            faulted=2,
-            deferrable=False,
-        ),
-        OperatorCase(
-            "sync-result-drop",
-            Fault(kind="drop", endpoint="result", times=2),
-            "success",
-            tries=1,
-            posts=1,
-            jobs=1,
-            faulted=2,
-            deferrable=False,
-        ),
-        OperatorCase(
-            "sync-status-404001",
-            http(404, 404001, endpoint="status", times=1, skip=1),
-            "success",
-            tries=1,
-            posts=1,
-            jobs=1,
-            faulted=1,
-            deferrable=False,
+            "sync-status-404001", http(404, 404001, endpoint="status", times=1, skip=1), faulted=1, **polled
         ),
         OperatorCase(
             "sync-status-404-lag",
             None,
-            "success",
-            tries=1,
-            posts=1,
-            jobs=1,
             plan=FAST.model_copy(update={"not_found_seconds": LAG}),
             lagged=True,
-            deferrable=False,
+            **polled,
         ),
-        OperatorCase(
-            "sync-status-503-always",
-            http(503, endpoint="status", times=None),
-            "failed",
-            tries=TASK_RETRIES + 1,
-            posts=1,
-            jobs=1,
-            error=SeedanceTimeoutError,
-            says=("did not finish before its deadline",),
-            later=SeedanceError,
-            later_says=("Not submitting a second, paid request",),
-            names_request=True,
-            deferrable=False,
-            timeout=1.0,
-        ),
+        _outage_past_the_deadline("sync-status-503-always", deferrable=False),
     ]
 
 
@@ -542,20 +503,10 @@ def _billing_cases() -> list[OperatorCase]:
         ),
         # Retry-After: 20 on every status read, in the worker with a 1 s timeout: no wait crosses the
         # deadline, so each try ends in about a second instead of minutes.
-        OperatorCase(
+        _outage_past_the_deadline(
             "sync-status-429-past-deadline",
             http(429, retry_after=20, endpoint="status", times=None, skip=1),
-            "failed",
-            tries=TASK_RETRIES + 1,
-            posts=1,
-            jobs=1,
-            error=SeedanceTimeoutError,
-            says=("did not finish before its deadline",),
-            later=SeedanceError,
-            later_says=("Not submitting a second, paid request",),
-            names_request=True,
             deferrable=False,
-            timeout=1.0,
             max_try_seconds=10.0,
         ),
     ]
@@ -911,7 +862,7 @@ def test_a_token_with_a_newline_leaves_no_trace(matrix: MatrixRun) -> None:
     "case", [c for c in OPERATOR_CASES if c.id.endswith("-429") and c.phase != "submit"], ids=lambda c: c.id
 )
 def test_retry_after_is_honoured(matrix: MatrixRun, case: OperatorCase) -> None:
-    """After a 429 with ``Retry-After: 0.3`` the next read waits at least that long (backoff: 0.05 s)."""
+    """After a 429 with ``Retry-After: 0.3`` the next read waits that long (backoff alone is 0.05 s)."""
     [job] = jobs_of(matrix.emulator, case.model_id)
     calls = [
         r for r in calls_of(matrix.emulator, case.phase, case.model_id) if r.request_id == job.request_id

@@ -69,8 +69,8 @@ DAG_FILE = textwrap.dedent(
 def _assignments(airflow: LocalAirflow, run_id: str) -> dict[int, tuple[int, int | None]]:
     """map_index -> (trigger id, triggerer job id) of the run's deferred task instances."""
     rows = airflow.query(
-        "SELECT ti.map_index, t.id, t.triggerer_id FROM task_instance ti JOIN trigger t ON ti.trigger_id = t.id"
-        " WHERE ti.dag_id = ? AND ti.run_id = ? AND ti.state = 'deferred'",
+        "SELECT ti.map_index, t.id, t.triggerer_id FROM task_instance ti JOIN trigger t ON ti.trigger_id = "
+        "t.id WHERE ti.dag_id = ? AND ti.run_id = ? AND ti.state = 'deferred'",
         (DAG_ID, run_id),
     )
     return {int(m): (int(t), None if j is None else int(j)) for m, t, j in rows}
@@ -147,7 +147,8 @@ def _wait_for_run(airflow: LocalAirflow, run_id: str, orphans: set[int], survivo
             return taken_over
         if time.monotonic() > deadline:
             raise LocalAirflowError(
-                f"run still {state!r} after {RUN_TIMEOUT:.0f} s; assignments {_assignments(airflow, run_id)}, "
+                f"run still {state!r} after {RUN_TIMEOUT:.0f} s; "
+                f"assignments {_assignments(airflow, run_id)}, "
                 f"tasks: {[(t.map_index, t.state) for t in airflow.task_instances(DAG_ID, run_id)]}\n"
                 f"{airflow.log_excerpt()}"
             )
@@ -230,8 +231,8 @@ def test_killed_triggerer_hands_its_triggers_to_the_survivor(tmp_path: Path) -> 
             assert submitted == dict.fromkeys(PROMPTS, 1)
             assert len({job.request_id for job in emulator.state.jobs()}) == len(PROMPTS)
             print(
-                f"HA: started in {ready_in:.1f} s; killed {KILLED} (job {dead}) {kill_after_submit:.1f} s after"
-                f" the first submit; job {survivor} finished all {elapsed:.1f} s later"
+                f"HA: started in {ready_in:.1f} s; killed {KILLED} (job {dead}) {kill_after_submit:.1f} s "
+                f"after the first submit; job {survivor} finished all {elapsed:.1f} s later"
             )
         finally:
             airflow.stop()

@@ -23,9 +23,10 @@ from airflow_provider_seedance.testing.local_airflow import (
 STUBBORN_COMPONENT = textwrap.dedent(
     """
     import signal, subprocess, sys, time
+    STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     child = subprocess.Popen(
-        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"],
+        [sys.executable, "-c", STUBBORN],
         start_new_session=True,
     )
     print(child.pid, flush=True)
@@ -77,7 +78,8 @@ def test_bad_arguments_fail_early(tmp_path: Path) -> None:
 def test_importing_the_module_imports_neither_airflow_nor_httpx() -> None:
     code = (
         "import importlib.util, sys;"
-        "spec = importlib.util.spec_from_file_location('la', 'airflow_provider_seedance/testing/local_airflow.py');"
+        "spec = importlib.util.spec_from_file_location("
+        "'la', 'airflow_provider_seedance/testing/local_airflow.py');"
         "module = sys.modules['la'] = importlib.util.module_from_spec(spec); spec.loader.exec_module(module);"
         "print(sorted(m for m in ('airflow', 'httpx', 'psutil') if m in sys.modules))"
     )

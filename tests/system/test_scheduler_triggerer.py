@@ -1,4 +1,4 @@
-"""The Seedance operator through a real Airflow: api-server, scheduler (LocalExecutor), dag-processor, triggerer.
+"""The Seedance operator through a real Airflow: api-server, scheduler, dag-processor, triggerer.
 
 Unlike ``dag.test()``, which runs a trigger inline in one process, this is the path a deployment takes: the
 worker submits and defers, the task's row goes to ``deferred``, a separate triggerer process runs

@@ -1,4 +1,4 @@
-"""The emulated RunComfy Model API over real HTTP on 127.0.0.1: auth, timelines, cancel, cost, catalog, input."""
+"""The emulated RunComfy Model API over real HTTP on 127.0.0.1: auth, timelines, cancel, cost, catalog."""
 
 from __future__ import annotations
 
@@ -252,7 +252,8 @@ def test_stuck_jobs(client: httpx.Client, emu: SeedanceEmulator, clock: FakeCloc
 def test_output_shapes(
     client: httpx.Client, emu: SeedanceEmulator, num_videos: int, style: str, keys: set[str]
 ) -> None:
-    emu.set_plan(JobPlan(queue_seconds=0, run_seconds=0, num_videos=num_videos, output_style=style))  # type: ignore[arg-type]
+    plan = JobPlan(queue_seconds=0, run_seconds=0, num_videos=num_videos, output_style=style)  # type: ignore[arg-type]
+    emu.set_plan(plan)
     request_id = submit(client)
     result = client.get(f"/v1/requests/{request_id}/result").json()
     assert result["status"] == "succeeded"

@@ -8,9 +8,17 @@ bodies with precisely scripted misbehaviour (drop after N bytes on the k-th requ
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
+
+from airflow_provider_seedance.hooks.seedance import SeedanceHook
+from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
+from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
 
 BUCKET = "seedance-videos"
 
@@ -191,3 +199,49 @@ def assert_nothing_left(client: Any, expected_keys: list[str] | None = None, buc
     assert keys == sorted(expected_keys or []), f"the bucket holds {keys}"
     uploads = unfinished_uploads(client, bucket)
     assert uploads == [], f"multipart uploads left open: {uploads}"
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    """A scriptable file server on a free 127.0.0.1 port (the transfer and download tests share it)."""
+    server = FileServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+GENERATION_INPUT = {
+    "prompt": "A paper boat drifts down a rainy street",
+    "first_frame_image_url": "https://example.com/a.png",
+}
+
+
+class FakeTI:
+    """The task instance of a direct ``execute()`` call: records what the operator pushes to XCom."""
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+def finished_request(emulator: SeedanceEmulator, **plan: Any) -> str:
+    """
+    Submit a generation to the emulator and wait until it has ended; return its request id.
+
+    :param emulator: the emulator ``seedance_default`` points at.
+    :param plan: :class:`JobPlan` fields (queue and run take no time unless given).
+    """
+    emulator.set_plan(JobPlan(**{"queue_seconds": 0, "run_seconds": 0, **plan}))
+    hook = SeedanceHook()
+    try:
+        request_id = hook.submit(SEEDANCE_1_5_PRO_I2V_MODEL_ID, GENERATION_INPUT).request_id
+        deadline = time.monotonic() + 10
+        while hook.get_status(request_id).state.is_active():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        return request_id
+    finally:
+        hook.close()

@@ -17,20 +17,10 @@ import pytest
 
 from tests._support import free_port
 from tests.operators._dag_support import emulator, shared_emulator
-from tests.transfers._support import BUCKET, FileServer
+from tests.transfers._support import BUCKET, file_server
 
 # One emulator server per session, reset around every test (starting uvicorn per test is slow).
-__all__ = ["emulator", "shared_emulator"]
-
-
-@pytest.fixture
-def file_server() -> Iterator[FileServer]:
-    """A scriptable file server on a free 127.0.0.1 port."""
-    server = FileServer()
-    try:
-        yield server
-    finally:
-        server.close()
+__all__ = ["emulator", "file_server", "shared_emulator"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -54,7 +44,8 @@ def s3(_moto_client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from airflow_provider_seedance.transfers.seedance_to_s3 import SeedanceToS3Operator
 
     client = _moto_client
-    # No aws_default connection: a real S3Hook falls back to boto3's chain (the fake keys of tests/conftest.py).
+    # No aws_default connection: a real S3Hook falls back to boto3's chain (the fake keys of
+    # tests/conftest.py).
     monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
     client.create_bucket(Bucket=BUCKET)
     # Operators reuse this client (building one per run costs a second); the S3Hook path itself is
@@ -86,7 +77,7 @@ class MotoServer:
 
 @pytest.fixture
 def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
-    """Run ``moto`` as a real HTTP server and point the ``aws_default`` connection at it (``endpoint_url``)."""
+    """Run ``moto`` as a real HTTP server; point the ``aws_default`` connection at it (``endpoint_url``)."""
     import boto3
     from moto.server import ThreadedMotoServer
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,38 +14,14 @@ import pytest
 from airflow.sdk import Asset, AssetAlias
 
 from airflow_provider_seedance.exceptions import SeedanceConfigurationError
-from airflow_provider_seedance.hooks.seedance import SeedanceHook
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID, ResultResponse
-from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
+from airflow_provider_seedance.testing import SeedanceEmulator
 from airflow_provider_seedance.transfers._base import request_info, uri_dataset
 from airflow_provider_seedance.transfers.seedance_to_s3 import SeedanceToS3Operator
 from tests._support import FakeDataset, FakeOperatorLineage, FakeVersionFacet
-from tests.transfers._support import BUCKET
+from tests.transfers._support import BUCKET, FakeTI, finished_request
 
 EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
-INPUT = {"prompt": "A kite over the dunes", "first_frame_image_url": "https://example.com/a.png"}
-
-
-def finished_request(emulator: SeedanceEmulator, **plan: Any) -> str:
-    emulator.set_plan(JobPlan(queue_seconds=0, run_seconds=0, **plan))
-    hook = SeedanceHook()
-    try:
-        request_id = hook.submit(SEEDANCE_1_5_PRO_I2V_MODEL_ID, INPUT).request_id
-        deadline = time.monotonic() + 10
-        while hook.get_status(request_id).state.is_active():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        return request_id
-    finally:
-        hook.close()
-
-
-class FakeTI:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
 
 
 @dataclass
@@ -59,7 +34,7 @@ class FakeOutletEvent:
 
 
 class FakeOutletEvents:
-    """``context["outlet_events"]``: one event per asset or alias (keyed by repr: Airflow 3.0's are unhashable)."""
+    """``context["outlet_events"]``: an event per asset or alias (keyed by repr: 3.0's are unhashable)."""
 
     def __init__(self) -> None:
         self.events: dict[str, FakeOutletEvent] = {}

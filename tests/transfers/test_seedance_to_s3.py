@@ -66,7 +66,7 @@ def read(client: Any, key: str) -> tuple[bytes, dict[str, Any]]:
 
 
 class FlakyClient:
-    """Wrap a boto3 client; calls named in ``fail`` raise an injected S3 error when their predicate says so."""
+    """Wrap a boto3 client; calls named in ``fail`` raise an injected S3 error when their predicate holds."""
 
     def __init__(self, client: Any, fail: dict[str, Callable[[dict[str, Any]], bool]]) -> None:
         self._client = client
@@ -289,7 +289,7 @@ def test_large_file_is_staged_and_published_verified(
 
 
 class S3Calls:
-    """Record the S3 calls of a real boto3 client (name and parameters, bodies left out) via botocore's events."""
+    """Record the S3 calls of a real boto3 client (name, parameters, no bodies) via botocore's events."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -428,6 +428,23 @@ def test_parallel_download_is_byte_identical(
     assert_nothing_left(s3, ["big.mp4"])
 
 
+def assert_big_copy_fails(
+    s3: Any, url: str, mode: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """Copy ``url`` in 5 MiB parts with one download retry: it must fail with ``error`` and leave nothing."""
+    with pytest.raises(error, match=message):
+        run(
+            make(
+                source_urls=url,
+                dest_key=f"s3://{BUCKET}/big.mp4",
+                part_size=5 * MiB,
+                download_max_retries=1,
+                **mode,
+            )
+        )
+    assert_nothing_left(s3)
+
+
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
@@ -447,17 +464,7 @@ def test_parallel_download_failure_leaves_nothing(
     mode: dict[str, Any],
 ) -> None:
     url = file_server.add("/big.mp4", LARGE, **options)
-    with pytest.raises(error, match=message):
-        run(
-            make(
-                source_urls=url,
-                dest_key=f"s3://{BUCKET}/big.mp4",
-                part_size=5 * MiB,
-                download_max_retries=1,
-                **mode,
-            )
-        )
-    assert_nothing_left(s3)
+    assert_big_copy_fails(s3, url, mode, error, message)
 
 
 def test_extra_args_reach_the_final_object(s3: Any, file_server: FileServer) -> None:
@@ -569,17 +576,7 @@ def test_download_failing_midway_leaves_nothing(
 ) -> None:
     # Breaks after 7 MiB every time on a server without ranges: a part was already staged.
     url = file_server.add("/big.mp4", LARGE, ranges=False, drops={n: 7 * MiB for n in range(10)})
-    with pytest.raises(SeedanceConnectionError, match="broke off"):
-        run(
-            make(
-                source_urls=url,
-                dest_key=f"s3://{BUCKET}/big.mp4",
-                part_size=5 * MiB,
-                download_max_retries=1,
-                **mode,
-            )
-        )
-    assert_nothing_left(s3)
+    assert_big_copy_fails(s3, url, mode, SeedanceConnectionError, "broke off")
 
 
 @MODES

@@ -1,4 +1,4 @@
-"""Whole DAGs through dag.test(): the transfer alone, and generate -> store chained by a templated request id."""
+"""Whole DAGs through dag.test(): the transfer alone, and generate -> store chained by a templated id."""
 
 from __future__ import annotations
 

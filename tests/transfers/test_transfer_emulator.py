@@ -7,7 +7,6 @@ In-process moto (``s3``) for most tests; ``moto_server`` (a real S3 endpoint ove
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
 import httpx
@@ -28,39 +27,18 @@ from airflow_provider_seedance.transfers.seedance_to_object_storage import Seeda
 from airflow_provider_seedance.transfers.seedance_to_s3 import SeedanceToS3Operator
 from tests._support import TEST_TOKEN
 from tests.network_guard import no_link_local_traffic, resolve_names
-from tests.transfers._support import BUCKET, assert_nothing_left
+from tests.transfers._support import (
+    BUCKET,
+    GENERATION_INPUT,
+    FakeTI,
+    assert_nothing_left,
+    finished_request,
+)
 from tests.transfers.conftest import MotoServer
 
 __all__ = ["no_link_local_traffic"]
 
 MiB = 1024 * 1024
-INPUT = {
-    "prompt": "A paper boat drifts down a rainy street",
-    "first_frame_image_url": "https://example.com/a.png",
-}
-
-
-class FakeTI:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-def finished_request(emulator: SeedanceEmulator, **plan: Any) -> str:
-    """Submit a generation to the emulator and wait until it has ended; return its request id."""
-    emulator.set_plan(JobPlan(queue_seconds=0, run_seconds=0, **plan))
-    hook = SeedanceHook()
-    try:
-        request_id = hook.submit(SEEDANCE_1_5_PRO_I2V_MODEL_ID, INPUT).request_id
-        deadline = time.monotonic() + 10
-        while hook.get_status(request_id).state.is_active():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        return request_id
-    finally:
-        hook.close()
 
 
 def run(**kwargs: Any) -> tuple[list[str], FakeTI]:
@@ -146,7 +124,7 @@ def test_request_without_video_fails_clearly(
 def test_request_still_running_fails_clearly(emulator: SeedanceEmulator, seedance_conn: str, s3: Any) -> None:
     emulator.set_plan(JobPlan(queue_seconds=0, run_seconds=60, outcome="stuck_running"))
     hook = SeedanceHook()
-    request_id = hook.submit(SEEDANCE_1_5_PRO_I2V_MODEL_ID, INPUT).request_id
+    request_id = hook.submit(SEEDANCE_1_5_PRO_I2V_MODEL_ID, GENERATION_INPUT).request_id
     hook.close()
     with pytest.raises(SeedanceRequestFailedError, match="has not finished yet"):
         run(request_id=request_id, dest_key=f"s3://{BUCKET}/clip.mp4")
