@@ -8,14 +8,16 @@ behave how. docs/compatibility.md lists them with the tests that prove each bran
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow import __version__ as _airflow_version
 from packaging.version import Version
 
 if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import BaseHook, Connection
+    from airflow.providers.common.compat.sdk import BaseHook, BaseSensorOperator, Connection
+
+_T = TypeVar("_T")
 
 
 def _base_version() -> tuple[int, int, int]:
@@ -55,6 +57,33 @@ async def aget_connection(hook: BaseHook, conn_id: str) -> Connection:
     from asgiref.sync import sync_to_async
 
     return await sync_to_async(hook.get_connection)(conn_id)
+
+
+def resume_sensor(sensor: BaseSensorOperator, resume: Callable[[], _T]) -> _T:
+    """
+    Run a sensor's ``BaseSensorOperator.resume_execution`` with the failure handling of Airflow 3.1+.
+
+    From Airflow 3.1, a resumed sensor that fails (its deferral timed out, its trigger reported an error) is
+    skipped under ``never_fail`` as well as ``soft_fail``, as a poking sensor is. Airflow 3.0 skips it only
+    under ``soft_fail``, and not even then on a deferral timeout: this applies both flags there too, so a
+    failure gets the same outcome before and after deferral on every release.
+
+    :param sensor: the sensor resuming.
+    :param resume: the call of ``BaseSensorOperator.resume_execution``.
+    """
+    if AIRFLOW_V_3_1_PLUS:
+        return resume()
+    from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException
+
+    try:
+        return resume()
+    except AirflowSkipException:
+        raise
+    except AirflowException as err:  # AirflowSensorTimeout and TaskDeferralError included
+        for flag in ("soft_fail", "never_fail"):
+            if getattr(sensor, flag, False):
+                raise AirflowSkipException(f"Skipping due to {flag} is set to True.") from err
+        raise
 
 
 def hook_field_behaviour(behaviour: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,4 +130,5 @@ __all__ = [
     "aget_connection",
     "hook_field_behaviour",
     "hook_form_widgets",
+    "resume_sensor",
 ]

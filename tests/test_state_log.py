@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -58,6 +60,42 @@ def as_airflow_writes_it(event_dict: dict[str, Any], logger: str) -> dict[str, A
     record = {key: value for key, value in event_dict.items() if key != "log_level"}
     record.update(level=event_dict["log_level"], logger=logger)
     return json.loads(json.dumps(record))
+
+
+class _IntoEventDicts(logging.Handler):
+    """Append the provider's stdlib records to a list of structlog event dicts, state fields included."""
+
+    def __init__(self, events: list[Any]) -> None:
+        super().__init__(logging.INFO)
+        self.events = events
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "airflow_provider_seedance" not in record.name:
+            return
+        event = {"event": record.getMessage(), "log_level": record.levelname.lower()}
+        for key in (STATE_FIELD, REQUEST_ID_FIELD, QUEUE_POSITION_FIELD):
+            if hasattr(record, key):
+                event[key] = getattr(record, key)
+        self.events.append(event)
+
+
+@contextlib.contextmanager
+def stdlib_records_into(events: list[Any]) -> Iterator[None]:
+    """
+    Capture the provider's stdlib log records too, in order with the structlog events.
+
+    Airflow 3.1+ give hooks and triggers structlog loggers; 3.0 gives them stdlib ones, and ``log_state`` then
+    passes the state as ``extra``.
+
+    :param events: the list ``capture_logs`` fills.
+    """
+    handler = _IntoEventDicts(events)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
 
 
 def emitted(state: str, **kwargs: Any) -> dict[str, Any]:
@@ -163,7 +201,7 @@ def test_a_deferrable_run_logs_the_states_the_demo_shows(
     demo: ModuleType, fast_conn: SeedanceEmulator
 ) -> None:
     """Submit with the hook, wait with the trigger (as the operator and triggerer do), then read it back."""
-    with capture_logs() as captured:
+    with capture_logs() as captured, stdlib_records_into(captured):
         hook = SeedanceHook()
         try:
             request_id = hook.submit(SEEDANCE_1_5_PRO_I2V_MODEL_ID, INPUT).request_id

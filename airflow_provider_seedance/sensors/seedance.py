@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
@@ -24,6 +24,7 @@ from airflow_provider_seedance.lifecycle import (
 from airflow_provider_seedance.links.seedance import SeedanceVideoLink, remember_video_url
 from airflow_provider_seedance.models import SeedanceTriggerEvent
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
+from airflow_provider_seedance.version_compat import resume_sensor
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -111,6 +112,17 @@ class SeedanceRequestSensor(BaseSensorOperator):
         # BaseSensorOperator applies soft_fail/never_fail to what a resumed sensor raises: running the first
         # check through the same entry point gives a failure the same outcome before and after deferral.
         return self.resume_execution("check_then_defer", None, context)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """
+        Run ``next_method`` with ``BaseSensorOperator``'s failure handling (``soft_fail``, ``never_fail``).
+
+        :param next_method: the method to run.
+        :param next_kwargs: its keyword arguments (the trigger's event).
+        :param context: the task context.
+        """
+        resume = partial(super().resume_execution, next_method, next_kwargs, context)
+        return resume_sensor(self, resume)
 
     def check_then_defer(self, context: Context) -> Any:
         """

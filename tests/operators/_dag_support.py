@@ -162,7 +162,8 @@ class _ProviderRecords(logging.Handler):
     """Append the level and message of every record of the provider's loggers to a list."""
 
     def __init__(self, lines: list[str]) -> None:
-        super().__init__(logging.DEBUG)
+        # INFO and up, as Airflow 3.1+ render the provider's lines by default.
+        super().__init__(logging.INFO)
         self.lines = lines
 
     def emit(self, record: logging.LogRecord) -> None:
