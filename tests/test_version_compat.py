@@ -7,6 +7,9 @@ real-triggerer branch (``aget_connection`` on 3.0) is proven by the flagship sys
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -53,30 +56,49 @@ def test_release_flags_follow_the_installed_airflow() -> None:
     assert version_compat.AIRFLOW_V_3_3_PLUS is (minor >= 3)
 
 
+_FORM_SCRIPT = """
+import json
+from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+[form] = [m for m in HookMetaService.hook_meta_data() if m.connection_type == "seedance"]
+std = form.standard_fields
+print(json.dumps({
+    "extra_fields": form.extra_fields,
+    "standard": {
+        name: None if getattr(std, name) is None else getattr(std, name).model_dump()
+        for name in ("password", "host", "login", "port", "url_schema")
+    },
+}))
+"""
+
+
 def test_the_api_server_renders_the_connection_form() -> None:
     """3.0/3.1 build the form from the hook's methods (wtforms), 3.2+ from the provider info."""
-    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+    # In a fresh interpreter, as the API server builds it: an earlier test of this process may have
+    # loaded the providers' hooks outside the API server's wtforms stand-ins, which the form would keep.
+    done = subprocess.run(
+        [sys.executable, "-c", _FORM_SCRIPT], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    form = json.loads(done.stdout.strip().splitlines()[-1])
 
-    forms = {meta.connection_type: meta for meta in HookMetaService.hook_meta_data()}
-    form = forms["seedance"]
-
-    assert form.extra_fields is not None
-    assert set(form.extra_fields) == set(CONN_FIELDS)
+    extra_fields = form["extra_fields"]
+    assert extra_fields is not None
+    assert set(extra_fields) == set(CONN_FIELDS)
     for name, spec in CONN_FIELDS.items():
-        field = form.extra_fields[name]
+        field = extra_fields[name]
         assert field["schema"]["title"] == spec["label"], field
         assert field["description"] == spec["description"], field
         assert "null" in field["schema"]["type"], field  # optional: the hook's defaults apply
-    assert form.extra_fields["max_retries"]["schema"]["type"][0] == "integer"
-    fields = form.standard_fields
-    assert fields is not None
-    assert fields.password is not None
-    assert fields.password.title == "API token"
-    assert fields.host is not None
-    assert (fields.host.title, fields.host.placeholder) == ("Base URL", DEFAULT_BASE_URL)
-    for hidden in (fields.login, fields.port, fields.url_schema):
-        assert hidden is not None
-        assert hidden.hidden
+    assert extra_fields["max_retries"]["schema"]["type"][0] == "integer"
+    fields = form["standard"]
+    assert fields["password"] is not None
+    assert fields["password"]["title"] == "API token"
+    assert fields["host"] is not None
+    assert (fields["host"]["title"], fields["host"]["placeholder"]) == ("Base URL", DEFAULT_BASE_URL)
+    for hidden in ("login", "port", "url_schema"):
+        assert fields[hidden] is not None
+        assert fields[hidden]["hidden"]
 
 
 def test_deferral_timeout_fails_clearly_and_cancels_the_queued_request(

@@ -16,7 +16,6 @@ from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOpe
 from airflow_provider_seedance.sensors.seedance import SeedanceRequestSensor
 from airflow_provider_seedance.testing import Fault, JobPlan, SeedanceEmulator
 from airflow_provider_seedance.triggers.seedance import SeedanceRequestTrigger
-from airflow_provider_seedance.version_compat import AIRFLOW_V_3_1_PLUS
 from tests.operators._dag_support import (
     IMAGE,
     START,
@@ -139,9 +138,9 @@ def test_sensor_waits_for_a_request_submitted_upstream(
     deferrable: bool,
     logs: CapturedLogs,
 ) -> None:
-    # Long enough in the queue for the sensor to find it still running (Airflow 3.0's dag.test() takes
-    # seconds to start each task: it builds an execution API per task).
-    emulator.set_plan(JobPlan(queue_seconds=1.0 if AIRFLOW_V_3_1_PLUS else 10.0, run_seconds=0.2))
+    # Long enough in the queue for the deferrable sensor to find it still running, so that it defers: the
+    # submit task's end and the sensor's start can take seconds (Airflow 3.0 and 3.1's dag.test()).
+    emulator.set_plan(JobPlan(queue_seconds=10.0 if deferrable else 1.0, run_seconds=0.2))
     with DAG(unique_dag_id("seedance_sensor"), schedule=None, start_date=START, catchup=False) as dag:
         submit_task = SeedanceImageToVideoOperator(
             task_id="submit", prompt="A paper plane", first_frame_image_url=IMAGE, wait_for_completion=False
