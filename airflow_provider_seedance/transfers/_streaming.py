@@ -29,6 +29,8 @@ import logging
 import random
 import re
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -330,12 +332,28 @@ def new_download_client(
     return _new_client(timeout=timeout, allow_private_networks=allow_private_networks, user_agent=USER_AGENT)
 
 
-class _Resume(Exception):
+class Resume(Exception):
     """Raised inside an attempt that advanced the download before failing: retry with a fresh budget."""
 
     def __init__(self, cause: SeedanceTransientError) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+@contextmanager
+def resume_on_progress(progress: Callable[[], int]) -> Iterator[None]:
+    """
+    Turn a transient failure into :class:`Resume` when the download advanced inside the block.
+
+    :param progress: returns how many bytes have arrived so far (read before and after the block).
+    """
+    before = progress()
+    try:
+        yield
+    except SeedanceTransientError as exc:
+        if progress() > before:
+            raise Resume(exc) from exc
+        raise
 
 
 class StreamingDownload:
@@ -419,7 +437,7 @@ class StreamingDownload:
                         started = time.monotonic()
                         self._attempt(sink)
                 break
-            except _Resume as interrupted:
+            except Resume as interrupted:
                 # This attempt moved the download forward before failing: a link that drops every few
                 # hundred MB must still finish, so the retry budget starts again; but a link that drops
                 # every few KiB must neither reconnect back to back nor forever.
@@ -510,13 +528,8 @@ class StreamingDownload:
         return backoff + random.uniform(0, self.wait.jitter)
 
     def _attempt(self, sink: DownloadSink) -> None:
-        start = self._high_water
-        try:
+        with resume_on_progress(lambda: self._high_water):
             self._stream(sink)
-        except SeedanceTransientError as exc:
-            if self._high_water > start:
-                raise _Resume(exc) from exc
-            raise
 
     def _stream(self, sink: DownloadSink) -> None:
         while not self._stream_one(sink):
