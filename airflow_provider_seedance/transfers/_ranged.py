@@ -46,6 +46,7 @@ from airflow_provider_seedance.transfers._streaming import (
     SourceInfo,
     StreamingDownload,
     TransferProgress,
+    broke_off,
     human_bytes,
     parse_content_range,
     resume_on_progress,
@@ -354,10 +355,7 @@ class RangedDownload:
                     self._received += count
                     self._progress.update(self._received)
         except httpx.HTTPError as exc:
-            raise SeedanceConnectionError(
-                f"Download of {self.download.shown} (part {part.number}) broke off after "
-                f"{human_bytes(part.got)}: {type(exc).__name__}: {exc}"
-            ) from None
+            raise broke_off(f"{self.download.shown} (part {part.number})", part.got, exc) from None
         if part.got < end:
             raise SeedanceConnectionError(
                 f"Download of {self.download.shown} (part {part.number}) ended early: got {part.got} of "

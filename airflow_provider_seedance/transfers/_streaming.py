@@ -340,6 +340,19 @@ class Resume(Exception):
         self.cause = cause
 
 
+def broke_off(shown: str, received: int, exc: httpx.HTTPError) -> SeedanceConnectionError:
+    """
+    Return the error of a download whose connection broke off while the body was arriving.
+
+    :param shown: the download as logs show it (its redacted URL, and the part where there are several).
+    :param received: the bytes received before the break.
+    :param exc: what httpx raised.
+    """
+    return SeedanceConnectionError(
+        f"Download of {shown} broke off after {human_bytes(received)}: {type(exc).__name__}: {exc}"
+    )
+
+
 @contextmanager
 def resume_on_progress(progress: Callable[[], int]) -> Iterator[None]:
     """
@@ -554,10 +567,7 @@ class StreamingDownload:
                 self._high_water = max(self._high_water, self._received)
                 self._progress.update(self._received)
         except httpx.HTTPError as exc:
-            raise SeedanceConnectionError(
-                f"Download of {self.shown} broke off after {human_bytes(self._received)}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
+            raise broke_off(self.shown, self._received, exc) from None
         finally:
             response.close()
         expected = self.info.size if self.info else None
