@@ -28,7 +28,7 @@ from airflow_provider_seedance.transfers.seedance_to_s3 import (
     parse_s3_destination,
     staging_key_for,
 )
-from tests.transfers._support import BUCKET, FileServer, assert_nothing_left
+from tests.transfers._support import BUCKET, MODES, FileServer, assert_nothing_left
 
 MiB = 1024 * 1024
 SMALL = os.urandom(300_000)
@@ -251,13 +251,6 @@ def test_small_file_is_one_verified_put(s3: Any, file_server: FileServer) -> Non
 
 
 STAGINGS = pytest.mark.parametrize("staging", ["s3", "local"])
-
-# The three ways a file larger than one part lands in S3: one pass (default), staged in S3, spooled locally.
-MODES = pytest.mark.parametrize(
-    "mode",
-    [{}, {"sha256_metadata": True}, {"sha256_metadata": True, "staging": "local"}],
-    ids=["one-pass", "staging-s3", "staging-local"],
-)
 
 
 @STAGINGS
