@@ -148,6 +148,25 @@ class Samples:
         return [steps[2] * 1000 for steps in getattr(self, kind)]
 
 
+def run_worker(
+    command: list[str], env: dict[str, str], cwd: Path, what: str
+) -> subprocess.CompletedProcess[str]:
+    """
+    Run one fresh interpreter; return its finished process, or exit naming ``what`` failed with its stderr.
+
+    :param command: the interpreter and its arguments.
+    :param env: the worker environment.
+    :param cwd: the working directory.
+    :param what: what the command does, for the failure message.
+    """
+    proc = subprocess.run(
+        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_SECONDS, check=False
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
 def run_sample(samples: Samples, env: dict[str, str], cwd: Path) -> None:
     """
     Import ``samples.modules`` in one fresh process and add its timings.
@@ -158,17 +177,7 @@ def run_sample(samples: Samples, env: dict[str, str], cwd: Path) -> None:
         accident).
     """
     code = WORKER_CODE.format(heavy=HEAVY, modules=samples.modules, package=PACKAGE)
-    proc = subprocess.run(
-        [PYTHON, "-c", code],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=WORKER_TIMEOUT_SECONDS,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"importing {samples.modules} failed:\n{proc.stderr[-3000:]}")
+    proc = run_worker([PYTHON, "-c", code], env, cwd, f"importing {samples.modules}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     samples.wall.append(data["wall"])
     samples.cpu.append(data["cpu"])
@@ -207,17 +216,7 @@ def importtime_offenders(env: dict[str, str], cwd: Path) -> tuple[list[ImportTim
         f"for name in {list(MODULES.values())!r}:\n"
         "    __import__(name)\n"
     )
-    proc = subprocess.run(
-        [PYTHON, "-X", "importtime", "-c", code],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=WORKER_TIMEOUT_SECONDS,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"python -X importtime failed:\n{proc.stderr[-3000:]}")
+    proc = run_worker([PYTHON, "-X", "importtime", "-c", code], env, cwd, "python -X importtime")
     lines = proc.stderr.split(marker, 1)[-1].splitlines()
     entries = []
     for line in lines:

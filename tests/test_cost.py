@@ -35,6 +35,7 @@ from airflow_provider_seedance.operators.seedance import SeedanceSubmitOperator
 from airflow_provider_seedance.testing import Fault, JobPlan
 from tests._generation import BODY, ESTIMATE_5S, STUCK, billed_cost, i2v
 from tests._support import TEST_TOKEN
+from tests.operators import _dag_support
 from tests.operators._dag_support import (
     MODEL,
     CapturedLogs,
@@ -48,6 +49,10 @@ if TYPE_CHECKING:
 
 SEED = SEEDANCE_1_5_PRO_I2V_MODEL_ID
 IMG = "https://cdn.example.com/frame.png"
+
+# The operator tests' emulator fixtures: one server for the session, reset around every test (much faster).
+shared_emulator = _dag_support.shared_emulator
+emulator = _dag_support.emulator
 
 
 def info(price: float | None, unit: str | None) -> ModelInfo:
@@ -140,21 +145,6 @@ def test_sparse_model_without_duration_is_priced_at_its_default() -> None:
 # ---------------------------------------------------------------------------------------------------------
 # check_budget against the emulator, over real HTTP
 # ---------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def _shared_emulator() -> Iterator[SeedanceEmulator]:
-    from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
-
-    with SeedanceEmulator(token=TEST_TOKEN, plan=JobPlan(queue_seconds=0.2, run_seconds=0.3)) as emu:
-        yield emu
-
-
-@pytest.fixture
-def emulator(_shared_emulator: SeedanceEmulator) -> SeedanceEmulator:
-    """Override the conftest fixture: one emulator for the module, reset before every test (much faster)."""
-    _shared_emulator.reset()
-    return _shared_emulator
 
 
 @pytest.fixture

@@ -22,17 +22,17 @@ from airflow_provider_seedance.exceptions import SeedanceTimeoutError
 from airflow_provider_seedance.get_provider_info import CONN_FIELDS, DEFAULT_BASE_URL
 from airflow_provider_seedance.hooks.seedance import SeedanceHook
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
-from airflow_provider_seedance.operators import _request_store
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator, SeedanceVideoLink
-from airflow_provider_seedance.testing import Fault, JobPlan, SeedanceEmulator
+from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
 from tests._support import TEST_TOKEN
 from tests.operators._dag_support import (
     IMAGE,
     START,
     FakeTaskInstance,
+    assert_retry_reattaches_through_a_variable,
     make_context,
     run_dag,
-    task_instances,
+    spy_variable_saves,
     unique_dag_id,
     xcom,
 )
@@ -142,29 +142,9 @@ def test_a_retry_reattaches_through_the_variable_store(
     emulator: SeedanceEmulator, seedance_conn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Airflow 3.0-3.2 have no ``task_state_store``: the request id survives the failed try in a Variable."""
-    saved: list[str] = []
-    original_save = _request_store.VariableRequestStore.save
-
-    def save(self: _request_store.VariableRequestStore, record: _request_store.StoredRequest) -> None:
-        saved.append(self.key)
-        original_save(self, record)
-
-    monkeypatch.setattr(_request_store.VariableRequestStore, "save", save)
-    emulator.set_plan(JobPlan(queue_seconds=0.5, run_seconds=0.3))
-    # A permanent-looking error on the first status read fails try 1 after the paid submit.
-    emulator.add_fault(Fault(kind="http_error", endpoint="status", status_code=401, times=1))
+    keys = spy_variable_saves(monkeypatch, keep_task_state_store=True)
     dag = _i2v_dag("seedance_compat_retry", retries=1, retry_delay=timedelta(0))
-
-    dag_run = run_dag(dag)
-
-    ti = task_instances(dag_run)[("generate", -1)]
-    assert str(ti.state) == "success"
-    assert ti.try_number == 2
-    assert emulator.state.count("submit") == 1
-    assert saved == [_request_store.variable_key(dag.dag_id, "generate", dag_run.run_id, -1)]
-    from airflow.models.variable import Variable
-
-    assert Variable.get(saved[0], default_var=None) is None  # deleted once the task succeeded
+    assert_retry_reattaches_through_a_variable(emulator, dag, keys)
 
 
 async def test_the_hook_resolves_its_connection_inside_the_event_loop(

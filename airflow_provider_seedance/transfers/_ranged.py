@@ -37,17 +37,19 @@ import httpx
 from airflow_provider_seedance.exceptions import (
     SeedanceConnectionError,
     SeedanceIntegrityError,
-    SeedanceTransientError,
 )
 from airflow_provider_seedance.hooks.retry import retrying
 from airflow_provider_seedance.transfers._streaming import (
     DownloadResult,
     DownloadSink,
+    Resume,
     SourceInfo,
     StreamingDownload,
     TransferProgress,
+    broke_off,
     human_bytes,
     parse_content_range,
+    resume_on_progress,
 )
 
 log = logging.getLogger(__name__)
@@ -87,14 +89,6 @@ class _RangesNotHonoured(Exception):
 
 class _Stopped(Exception):
     """Another part failed (or the task is stopping): this worker gives up its part quietly."""
-
-
-class _Progressed(Exception):
-    """A part advanced before its connection failed: retry with a fresh budget."""
-
-    def __init__(self, cause: SeedanceTransientError) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
 
 
 @dataclass
@@ -296,16 +290,10 @@ class RangedDownload:
                 for attempt in retrying(
                     f"download of {download.shown} (part {part.number})", download.max_retries, download.wait
                 ):
-                    with attempt:
-                        before = part.got
-                        try:
-                            self._read_range(part)
-                        except SeedanceTransientError as exc:
-                            if part.got > before:
-                                raise _Progressed(exc) from exc
-                            raise
+                    with attempt, resume_on_progress(lambda: part.got):
+                        self._read_range(part)
                 return
-            except _Progressed as interrupted:
+            except Resume as interrupted:
                 with self._lock:
                     self._resumes += 1
                 self.log.warning(
@@ -367,10 +355,7 @@ class RangedDownload:
                     self._received += count
                     self._progress.update(self._received)
         except httpx.HTTPError as exc:
-            raise SeedanceConnectionError(
-                f"Download of {self.download.shown} (part {part.number}) broke off after "
-                f"{human_bytes(part.got)}: {type(exc).__name__}: {exc}"
-            ) from None
+            raise broke_off(f"{self.download.shown} (part {part.number})", part.got, exc) from None
         if part.got < end:
             raise SeedanceConnectionError(
                 f"Download of {self.download.shown} (part {part.number}) ended early: got {part.got} of "

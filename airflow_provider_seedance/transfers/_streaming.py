@@ -29,6 +29,8 @@ import logging
 import random
 import re
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -330,12 +332,41 @@ def new_download_client(
     return _new_client(timeout=timeout, allow_private_networks=allow_private_networks, user_agent=USER_AGENT)
 
 
-class _Resume(Exception):
+class Resume(Exception):
     """Raised inside an attempt that advanced the download before failing: retry with a fresh budget."""
 
     def __init__(self, cause: SeedanceTransientError) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+def broke_off(shown: str, received: int, exc: httpx.HTTPError) -> SeedanceConnectionError:
+    """
+    Return the error of a download whose connection broke off while the body was arriving.
+
+    :param shown: the download as logs show it (its redacted URL, and the part where there are several).
+    :param received: the bytes received before the break.
+    :param exc: what httpx raised.
+    """
+    return SeedanceConnectionError(
+        f"Download of {shown} broke off after {human_bytes(received)}: {type(exc).__name__}: {exc}"
+    )
+
+
+@contextmanager
+def resume_on_progress(progress: Callable[[], int]) -> Iterator[None]:
+    """
+    Turn a transient failure into :class:`Resume` when the download advanced inside the block.
+
+    :param progress: returns how many bytes have arrived so far (read before and after the block).
+    """
+    before = progress()
+    try:
+        yield
+    except SeedanceTransientError as exc:
+        if progress() > before:
+            raise Resume(exc) from exc
+        raise
 
 
 class StreamingDownload:
@@ -419,7 +450,7 @@ class StreamingDownload:
                         started = time.monotonic()
                         self._attempt(sink)
                 break
-            except _Resume as interrupted:
+            except Resume as interrupted:
                 # This attempt moved the download forward before failing: a link that drops every few
                 # hundred MB must still finish, so the retry budget starts again; but a link that drops
                 # every few KiB must neither reconnect back to back nor forever.
@@ -510,13 +541,8 @@ class StreamingDownload:
         return backoff + random.uniform(0, self.wait.jitter)
 
     def _attempt(self, sink: DownloadSink) -> None:
-        start = self._high_water
-        try:
+        with resume_on_progress(lambda: self._high_water):
             self._stream(sink)
-        except SeedanceTransientError as exc:
-            if self._high_water > start:
-                raise _Resume(exc) from exc
-            raise
 
     def _stream(self, sink: DownloadSink) -> None:
         while not self._stream_one(sink):
@@ -541,10 +567,7 @@ class StreamingDownload:
                 self._high_water = max(self._high_water, self._received)
                 self._progress.update(self._received)
         except httpx.HTTPError as exc:
-            raise SeedanceConnectionError(
-                f"Download of {self.shown} broke off after {human_bytes(self._received)}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
+            raise broke_off(self.shown, self._received, exc) from None
         finally:
             response.close()
         expected = self.info.size if self.info else None

@@ -413,6 +413,15 @@ def test_a_malformed_proxy_url_is_rejected_without_showing_its_password(
     assert "***@" in str(err.value)
 
 
+def connection_test_passes() -> bool:
+    """Return whether the default connection's ``test_connection`` succeeds (with a hook of its own)."""
+    hook = SeedanceHook()
+    try:
+        return hook.test_connection()[0]
+    finally:
+        hook.close()
+
+
 def test_environment_proxy_variables_apply_unless_the_extra_names_a_proxy(
     emulator: SeedanceEmulator, proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -420,19 +429,11 @@ def test_environment_proxy_variables_apply_unless_the_extra_names_a_proxy(
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     use_connection(monkeypatch, emulator)
-    hook = SeedanceHook()
-    try:
-        assert hook.test_connection()[0]
-    finally:
-        hook.close()
+    assert connection_test_passes()
     assert len(proxy.forwarded) == 1
     with ForwardProxy(PROXY_USER, "another-pass") as other:
         use_connection(monkeypatch, emulator, proxy=other.url("another-pass"))
-        hook = SeedanceHook()
-        try:
-            assert hook.test_connection()[0]
-        finally:
-            hook.close()
+        assert connection_test_passes()
         assert len(other.forwarded) == 1
         assert len(proxy.forwarded) == 1
 

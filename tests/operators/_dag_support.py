@@ -307,15 +307,18 @@ def image_to_video(prompt: str, image: str = IMAGE, /, **kwargs: Any) -> Seedanc
     return SeedanceImageToVideoOperator(**kwargs)
 
 
-def spy_variable_saves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def spy_variable_saves(monkeypatch: pytest.MonkeyPatch, *, keep_task_state_store: bool = False) -> list[str]:
     """
-    Take ``task_state_store`` away (Airflow 3.0-3.2) and return the list of Variable keys the store writes.
+    Return the list of Variable keys the request store writes (Airflow 3.0-3.2's store).
 
     :param monkeypatch: the test's monkeypatch.
+    :param keep_task_state_store: leave the release as it is (for the releases that lack the store); by
+        default ``task_state_store`` is taken away, so any release falls back to Variables.
     """
     from airflow_provider_seedance.operators import _request_store
 
-    monkeypatch.setattr(_request_store, "task_state_store_from", lambda context: None)
+    if not keep_task_state_store:
+        monkeypatch.setattr(_request_store, "task_state_store_from", lambda context: None)
     keys: list[str] = []
     original_save = _request_store.VariableRequestStore.save
 
@@ -325,3 +328,30 @@ def spy_variable_saves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(_request_store.VariableRequestStore, "save", save)
     return keys
+
+
+def assert_retry_reattaches_through_a_variable(emulator: SeedanceEmulator, dag: Any, keys: list[str]) -> None:
+    """
+    Fail the first try of ``dag``'s ``generate`` task after its submit; assert the retry re-attached.
+
+    The request id must have gone through one Variable (seen in ``keys``), deleted once the task succeeded.
+
+    :param emulator: the emulator the DAG's connection points at.
+    :param dag: a DAG whose ``generate`` task has one retry and no retry delay.
+    :param keys: the list :func:`spy_variable_saves` returned.
+    """
+    from airflow.models.variable import Variable
+
+    from airflow_provider_seedance.operators import _request_store
+    from airflow_provider_seedance.testing import Fault, JobPlan
+
+    emulator.set_plan(JobPlan(queue_seconds=0.5, run_seconds=0.3))
+    # A permanent-looking error on the first status read fails try 1 after the paid submit.
+    emulator.add_fault(Fault(kind="http_error", endpoint="status", status_code=401, times=1))
+    dag_run = run_dag(dag)
+
+    ti = task_instances(dag_run)[("generate", -1)]
+    assert (str(ti.state), ti.try_number) == ("success", 2)
+    assert emulator.state.count("submit") == 1, "the retry submitted again"
+    assert keys == [_request_store.variable_key(dag.dag_id, "generate", dag_run.run_id, -1)], keys
+    assert Variable.get(keys[0], default_var=None) is None, "the Variable outlived the task's success"

@@ -10,7 +10,6 @@ from airflow.sdk import DAG
 
 from airflow_provider_seedance.hooks.seedance import SeedanceHook
 from airflow_provider_seedance.models import RequestStatus
-from airflow_provider_seedance.operators import _request_store
 from airflow_provider_seedance.operators.seedance import (
     SeedanceImageToVideoOperator,
     SeedanceSubmitOperator,
@@ -22,6 +21,7 @@ from tests.operators._dag_support import (
     MODEL,
     START,
     CapturedLogs,
+    assert_retry_reattaches_through_a_variable,
     in_background,
     request_state,
     run_dag,
@@ -263,18 +263,6 @@ def test_retry_without_task_state_store_uses_a_variable(
     emulator: SeedanceEmulator, seedance_conn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On Airflow 3.0-3.2 the context has no task_state_store: the request id goes to a Variable."""
-    seen_keys = spy_variable_saves(monkeypatch)
-    emulator.set_plan(JobPlan(queue_seconds=0.5, run_seconds=0.3))
-    emulator.add_fault(Fault(kind="http_error", endpoint="status", status_code=401, times=1))
+    keys = spy_variable_saves(monkeypatch)
     dag = i2v_dag("seedance_retry_variable", retries=1, retry_delay=timedelta(0))
-    dag_run = run_dag(dag)
-
-    ti = task_instances(dag_run)[("generate", -1)]
-    assert str(ti.state) == "success"
-    assert ti.try_number == 2
-    assert emulator.state.count("submit") == 1
-    assert seen_keys == [_request_store.variable_key(dag.dag_id, "generate", dag_run.run_id, -1)]
-    # Deleted once the task succeeded.
-    from airflow.models.variable import Variable
-
-    assert Variable.get(seen_keys[0], default_var=None) is None
+    assert_retry_reattaches_through_a_variable(emulator, dag, keys)

@@ -22,6 +22,13 @@ from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
 
 BUCKET = "seedance-videos"
 
+# The three ways a file larger than one part lands in S3: one pass (default), staged in S3, spooled locally.
+MODES = pytest.mark.parametrize(
+    "mode",
+    [{}, {"sha256_metadata": True}, {"sha256_metadata": True, "staging": "local"}],
+    ids=["one-pass", "staging-s3", "staging-local"],
+)
+
 
 @dataclass
 class Route:

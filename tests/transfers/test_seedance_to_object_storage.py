@@ -147,6 +147,20 @@ def test_store_with_object_metadata_gets_xattrs(
     assert ti.xcom["objects"][0]["skipped"] is True
 
 
+def assert_crash_leaves_nothing(file_server: FileServer, tmp_path: Path, message: str) -> None:
+    """
+    Copy a file to ``tmp_path`` with a crash patched in: it must raise ``OSError`` and leave no file.
+
+    :param file_server: serves the file.
+    :param tmp_path: the destination folder.
+    :param message: what the crash's message says.
+    """
+    url = file_server.add("/clip.mp4", BODY)
+    with pytest.raises(OSError, match=message):
+        run(source_urls=url, dest_path=f"file://{tmp_path}/clip.mp4")
+    assert listing(tmp_path) == []
+
+
 def test_failure_after_the_move_removes_the_file(
     file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,10 +168,7 @@ def test_failure_after_the_move_removes_the_file(
         raise OSError("disk full while writing the sidecar")
 
     monkeypatch.setattr(module.ObjectStorageWriter, "_write_sidecar", broken)
-    url = file_server.add("/clip.mp4", BODY)
-    with pytest.raises(OSError, match="disk full"):
-        run(source_urls=url, dest_path=f"file://{tmp_path}/clip.mp4")
-    assert listing(tmp_path) == []
+    assert_crash_leaves_nothing(file_server, tmp_path, "disk full")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -180,10 +191,7 @@ def test_sidecar_is_never_seen_half_written(
         real_mv(self, path1, path2, **kwargs)
 
     monkeypatch.setattr(LocalFileSystem, "mv", mv)
-    url = file_server.add("/clip.mp4", BODY)
-    with pytest.raises(OSError, match="killed"):
-        run(source_urls=url, dest_path=f"file://{tmp_path}/clip.mp4")
-    assert listing(tmp_path) == []
+    assert_crash_leaves_nothing(file_server, tmp_path, "killed")
 
 
 def test_replacing_removes_the_stale_sidecar_before_the_new_file_appears(

@@ -28,7 +28,7 @@ from airflow_provider_seedance.transfers.seedance_to_s3 import (
     parse_s3_destination,
     staging_key_for,
 )
-from tests.transfers._support import BUCKET, FileServer, assert_nothing_left
+from tests.transfers._support import BUCKET, MODES, FileServer, assert_nothing_left
 
 MiB = 1024 * 1024
 SMALL = os.urandom(300_000)
@@ -58,6 +58,17 @@ def make(**kwargs: Any) -> SeedanceToS3Operator:
     kwargs.setdefault("task_id", "store")
     kwargs.setdefault("download_retry_backoff", 0.01)
     return SeedanceToS3Operator(**kwargs)
+
+
+def copy_big(url: str, key: str = "big.mp4", **kwargs: Any) -> tuple[list[str], FakeTI]:
+    """
+    Copy ``url`` to ``s3://BUCKET/<key>`` in 5 MiB parts (the smallest S3 takes); return what ``run`` does.
+
+    :param url: the source.
+    :param key: the destination key in :data:`BUCKET`.
+    :param kwargs: further operator arguments.
+    """
+    return run(make(source_urls=url, dest_key=f"s3://{BUCKET}/{key}", part_size=5 * MiB, **kwargs))
 
 
 def read(client: Any, key: str) -> tuple[bytes, dict[str, Any]]:
@@ -241,13 +252,6 @@ def test_small_file_is_one_verified_put(s3: Any, file_server: FileServer) -> Non
 
 STAGINGS = pytest.mark.parametrize("staging", ["s3", "local"])
 
-# The three ways a file larger than one part lands in S3: one pass (default), staged in S3, spooled locally.
-MODES = pytest.mark.parametrize(
-    "mode",
-    [{}, {"sha256_metadata": True}, {"sha256_metadata": True, "staging": "local"}],
-    ids=["one-pass", "staging-s3", "staging-local"],
-)
-
 
 @STAGINGS
 def test_large_file_is_staged_and_published_verified(
@@ -319,15 +323,7 @@ def test_large_file_is_one_multipart_upload_to_the_final_key(
 ) -> None:
     """The default for a file larger than one part: no staging object, no server-side copy, one pass."""
     url = file_server.add("/big.mp4", LARGE)
-    uris, ti = run(
-        make(
-            source_urls=url,
-            dest_key=f"s3://{BUCKET}/v/big.mp4",
-            part_size=5 * MiB,
-            download_connections=connections,
-            request_id=None,
-        )
-    )
+    uris, ti = copy_big(url, "v/big.mp4", download_connections=connections, request_id=None)
     names = [name for name, _ in s3_calls.calls]
     assert "CopyObject" not in names
     assert "UploadPartCopy" not in names
@@ -368,7 +364,7 @@ def test_sha256_metadata_true_still_writes_the_metadata(
     s3: Any, s3_calls: S3Calls, file_server: FileServer
 ) -> None:
     url = file_server.add("/big.mp4", LARGE)
-    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, sha256_metadata=True))
+    copy_big(url, sha256_metadata=True)
     assert read(s3, "big.mp4")[1]["Metadata"] == {"sha256": sha(LARGE), "source-url": url}
     assert len(s3_calls.named("CopyObject")) == 1  # what the metadata costs with staging="s3"
     assert_nothing_left(s3, ["big.mp4"])
@@ -377,7 +373,7 @@ def test_sha256_metadata_true_still_writes_the_metadata(
 def test_file_of_exactly_one_part_is_one_put(s3: Any, s3_calls: S3Calls, file_server: FileServer) -> None:
     body = os.urandom(5 * MiB)
     url = file_server.add("/one.mp4", body, content_length=False)  # no size announced: streamed
-    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/one.mp4", part_size=5 * MiB))
+    copy_big(url, "one.mp4")
     assert [name for name, _ in s3_calls.calls if name != "HeadObject"] == ["PutObject"]
     assert read(s3, "one.mp4")[1]["Metadata"]["sha256"] == sha(body)
 
@@ -391,7 +387,7 @@ def ranges_asked(file_server: FileServer, path: str) -> list[str]:
 
 def test_parallel_download_fetches_each_part_once(s3: Any, file_server: FileServer) -> None:
     url = file_server.add("/big.mp4", LARGE, headers={"ETag": '"v1"'})
-    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, download_connections=3))
+    copy_big(url, download_connections=3)
     assert read(s3, "big.mp4")[0] == LARGE
     size = len(LARGE)
     assert sorted(ranges_asked(file_server, "/big.mp4")) == sorted(
@@ -419,7 +415,7 @@ def test_parallel_download_is_byte_identical(
     s3: Any, file_server: FileServer, options: dict[str, Any], mode: dict[str, Any]
 ) -> None:
     url = file_server.add("/big.mp4", LARGE, **options)
-    _, ti = run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, **mode))
+    _, ti = copy_big(url, **mode)
     assert read(s3, "big.mp4")[0] == LARGE
     assert ti.xcom["objects"][0]["sha256"] == sha(LARGE)
     if "drops" in options:
@@ -433,15 +429,7 @@ def assert_big_copy_fails(
 ) -> None:
     """Copy ``url`` in 5 MiB parts with one download retry: it must fail with ``error`` and leave nothing."""
     with pytest.raises(error, match=message):
-        run(
-            make(
-                source_urls=url,
-                dest_key=f"s3://{BUCKET}/big.mp4",
-                part_size=5 * MiB,
-                download_max_retries=1,
-                **mode,
-            )
-        )
+        copy_big(url, download_max_retries=1, **mode)
     assert_nothing_left(s3)
 
 
@@ -469,18 +457,14 @@ def test_parallel_download_failure_leaves_nothing(
 
 def test_extra_args_reach_the_final_object(s3: Any, file_server: FileServer) -> None:
     url = file_server.add("/big.mp4", LARGE)
-    run(
-        make(
-            source_urls=url,
-            dest_key=f"s3://{BUCKET}/big.mp4",
-            part_size=5 * MiB,
-            extra_args={
-                "ContentType": "video/x-custom",
-                "CacheControl": "max-age=60",
-                "Metadata": {"team": "growth"},
-                "StorageClass": "STANDARD_IA",
-            },
-        )
+    copy_big(
+        url,
+        extra_args={
+            "ContentType": "video/x-custom",
+            "CacheControl": "max-age=60",
+            "Metadata": {"team": "growth"},
+            "StorageClass": "STANDARD_IA",
+        },
     )
     head = s3.head_object(Bucket=BUCKET, Key="big.mp4")
     assert head["ContentType"] == "video/x-custom"
@@ -499,15 +483,7 @@ def test_upload_part_failure_aborts_and_leaves_nothing(
     flaky = FlakyClient(s3, {"upload_part": lambda kw: kw["PartNumber"] == 2})
     use_client(monkeypatch, flaky)
     with pytest.raises(SeedanceTransferError, match="UploadPart 2 failed"):
-        run(
-            make(
-                source_urls=url,
-                dest_key=f"s3://{BUCKET}/big.mp4",
-                part_size=5 * MiB,
-                download_connections=connections,
-                **mode,
-            )
-        )
+        copy_big(url, download_connections=connections, **mode)
     assert "abort_multipart_upload" in flaky.calls
     assert_nothing_left(s3)
 
@@ -518,7 +494,7 @@ def test_copy_failure_deletes_the_staging_object(
     url = file_server.add("/big.mp4", LARGE)
     use_client(monkeypatch, FlakyClient(s3, {"copy_object": lambda kw: True}))
     with pytest.raises(SeedanceTransferError, match="CopyObject failed"):
-        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, sha256_metadata=True))
+        copy_big(url, sha256_metadata=True)
     assert_nothing_left(s3)
 
 
@@ -566,7 +542,7 @@ def test_failed_verification_removes_the_object(
     use_client(monkeypatch, Tampering(s3, {}))
     mode = {} if staging is None else {"sha256_metadata": True, "staging": staging}
     with pytest.raises(SeedanceIntegrityError, match=message):
-        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4", part_size=5 * MiB, **mode))
+        copy_big(url, "clip.mp4", **mode)
     assert_nothing_left(s3)
 
 
@@ -582,7 +558,7 @@ def test_download_failing_midway_leaves_nothing(
 @MODES
 def test_restart_from_zero_rewrites_the_parts(s3: Any, file_server: FileServer, mode: dict[str, Any]) -> None:
     url = file_server.add("/big.mp4", LARGE, ranges=False, drops={0: 7 * MiB})
-    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, **mode))
+    copy_big(url, **mode)
     assert sha(read(s3, "big.mp4")[0]) == sha(LARGE)
     assert_nothing_left(s3, ["big.mp4"])
 
@@ -590,15 +566,7 @@ def test_restart_from_zero_rewrites_the_parts(s3: Any, file_server: FileServer, 
 @MODES
 def test_resume_keeps_the_staged_parts(s3: Any, file_server: FileServer, mode: dict[str, Any]) -> None:
     url = file_server.add("/big.mp4", LARGE, drops={0: 6 * MiB + 3, 1: 3 * MiB})
-    run(
-        make(
-            source_urls=url,
-            dest_key=f"s3://{BUCKET}/big.mp4",
-            part_size=5 * MiB,
-            download_connections=1,
-            **mode,
-        )
-    )
+    copy_big(url, download_connections=1, **mode)
     assert sha(read(s3, "big.mp4")[0]) == sha(LARGE)
     assert [s.status for s in file_server.requests_for("/big.mp4")] == [200, 206, 206]
     assert_nothing_left(s3, ["big.mp4"])
@@ -619,7 +587,7 @@ def test_objects_above_the_copy_limit_use_a_multipart_copy(
     flaky = FlakyClient(s3, {})
     use_client(monkeypatch, flaky)
     url = file_server.add("/big.mp4", LARGE)
-    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, sha256_metadata=True))
+    copy_big(url, sha256_metadata=True)
     body, answer = read(s3, "big.mp4")
     assert sha(body) == sha(LARGE)
     assert answer["Metadata"]["sha256"] == sha(LARGE)
@@ -636,14 +604,14 @@ def test_multipart_copy_failure_is_aborted(
     use_client(monkeypatch, FlakyClient(s3, {"upload_part_copy": lambda kw: kw["PartNumber"] == 3}))
     url = file_server.add("/big.mp4", LARGE)
     with pytest.raises(SeedanceTransferError, match="UploadPartCopy 3"):
-        run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, sha256_metadata=True))
+        copy_big(url, sha256_metadata=True)
     assert_nothing_left(s3)
 
 
 def test_versioned_bucket_keeps_no_staging_versions(s3: Any, file_server: FileServer) -> None:
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     url = file_server.add("/big.mp4", LARGE)
-    run(make(source_urls=url, dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB, sha256_metadata=True))
+    copy_big(url, sha256_metadata=True)
     versions = s3.list_object_versions(Bucket=BUCKET)
     assert [v["Key"] for v in versions.get("Versions", [])] == ["big.mp4"]
     assert versions.get("DeleteMarkers", []) == []
@@ -653,15 +621,7 @@ def test_staging_prefix(s3: Any, file_server: FileServer, monkeypatch: pytest.Mo
     flaky = FlakyClient(s3, {})
     use_client(monkeypatch, flaky)
     url = file_server.add("/big.mp4", LARGE)
-    run(
-        make(
-            source_urls=url,
-            dest_key=f"s3://{BUCKET}/v/big.mp4",
-            part_size=5 * MiB,
-            sha256_metadata=True,
-            staging_prefix="tmp/up",
-        )
-    )
+    copy_big(url, "v/big.mp4", sha256_metadata=True, staging_prefix="tmp/up")
     staged = [kw["Key"] for name, kw in flaky.arguments if name == "create_multipart_upload"]
     assert len(staged) == 1
     assert staged[0].startswith("tmp/up/big.mp4.")
@@ -693,7 +653,7 @@ def test_rerun_with_replace_false_skips_the_same_copy(
     run(op)
     first = s3.head_object(Bucket=BUCKET, Key="big.mp4")
     # A retry gets a freshly signed link for the same file: still the same copy.
-    uris, ti = run(make(source_urls=url + "?sig=2", dest_key=f"s3://{BUCKET}/big.mp4", part_size=5 * MiB))
+    uris, ti = copy_big(url + "?sig=2")
     second = s3.head_object(Bucket=BUCKET, Key="big.mp4")
     assert uris == [f"s3://{BUCKET}/big.mp4"]
     assert ti.xcom["objects"][0]["skipped"] is True

@@ -14,7 +14,6 @@ import pytest
 from airflow.sdk import DAG
 
 from airflow_provider_seedance.hooks.seedance import SeedanceHook
-from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.sensors.seedance import SeedanceRequestSensor
 from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
 from airflow_provider_seedance.transfers.seedance_to_s3 import SeedanceToS3Operator
@@ -22,6 +21,7 @@ from tests.operators._dag_support import (
     IMAGE,
     MODEL,
     START,
+    image_to_video,
     make_context,
     run_dag,
     task_instances,
@@ -74,13 +74,7 @@ def test_generate_wait_and_store_agree_on_a_completed_result(
     emulator.set_plan(COMPLETED)
     rid = "{{ ti.xcom_pull(task_ids='generate', key='request_id') }}"
     with DAG(unique_dag_id("seedance_completed"), schedule=None, start_date=START, catchup=False) as dag:
-        generate = SeedanceImageToVideoOperator(
-            task_id="generate",
-            prompt="A heron lifts off a misty lake",
-            first_frame_image_url=IMAGE,
-            deferrable=True,
-            poll_interval=0.1,
-        )
+        generate = image_to_video("A heron lifts off a misty lake", deferrable=True, poll_interval=0.1)
         wait = SeedanceRequestSensor(task_id="wait", request_id=rid, deferrable=False, poll_interval=0.1)
         store = SeedanceToS3Operator(task_id="store", request_id=rid, dest_key=f"s3://{BUCKET}/completed.mp4")
         generate >> wait >> store

@@ -9,10 +9,16 @@ import httpx
 import pytest
 from airflow.sdk import DAG, Asset, AssetAlias
 
-from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
 from airflow_provider_seedance.transfers.seedance_to_s3 import SeedanceToS3Operator
-from tests.operators._dag_support import IMAGE, START, run_dag, task_instances, unique_dag_id, xcom
+from tests.operators._dag_support import (
+    START,
+    image_to_video,
+    run_dag,
+    task_instances,
+    unique_dag_id,
+    xcom,
+)
 from tests.transfers._support import BUCKET, assert_nothing_left
 from tests.transfers.conftest import MotoServer
 
@@ -69,12 +75,8 @@ def test_generate_then_store(emulator: SeedanceEmulator, seedance_conn: str, mot
     emulator.set_plan(JobPlan(queue_seconds=0.1, run_seconds=0.1, num_videos=2))
     alias = AssetAlias("seedance-new-videos")
     with DAG(unique_dag_id("seedance_generate_store"), schedule=None, start_date=START, catchup=False) as dag:
-        generate = SeedanceImageToVideoOperator(
-            task_id="generate",
-            prompt="A lighthouse beam sweeps across a stormy sea",
-            first_frame_image_url=IMAGE,
-            deferrable=True,
-            poll_interval=0.1,
+        generate = image_to_video(
+            "A lighthouse beam sweeps across a stormy sea", deferrable=True, poll_interval=0.1
         )
         store = SeedanceToS3Operator(
             task_id="store",

@@ -30,6 +30,7 @@ from tests.network_guard import no_link_local_traffic, resolve_names
 from tests.transfers._support import (
     BUCKET,
     GENERATION_INPUT,
+    MODES,
     FakeTI,
     assert_nothing_left,
     finished_request,
@@ -191,13 +192,6 @@ def test_truncated_download_without_ranges_restarts(emulator: SeedanceEmulator, 
     assert [r.status_code for r in seen] == [200, 200]
     assert "range" not in seen[1].headers  # the server said Accept-Ranges: none
     assert_nothing_left(s3, ["big.mp4"])
-
-
-MODES = pytest.mark.parametrize(
-    "mode",
-    [{}, {"sha256_metadata": True}, {"sha256_metadata": True, "staging": "local"}],
-    ids=["one-pass", "staging-s3", "staging-local"],
-)
 
 
 @MODES
