@@ -18,6 +18,7 @@ The matrix runs every release in ``AIRFLOW_RELEASES`` other than the locked one 
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -52,6 +53,8 @@ NEWER_THAN_RELEASE: dict[str, str] = {
     "apache-airflow-providers-common-compat": "2026-01-18",
 }
 MATRIX_DIR = ROOT / ".venv-matrix"
+MATRIX_JOBS = 3
+"""Releases of the matrix run side by side (each in its own pytest process)."""
 MATRIX_SKIPPED_DIRS = ("system", "benchmarks", "proof")
 """
 Test folders that run on the locked release only: real-process, benchmark and proof suites.
@@ -212,12 +215,13 @@ def build_matrix_venv(version: str) -> Path:
     return python
 
 
-def run_matrix_version(version: str, args: list[str]) -> int:
+def run_matrix_version(version: str, args: list[str], log: Path | None = None) -> int:
     """
-    Run pytest on one Airflow release in its own virtualenv.
+    Run pytest on one Airflow release in its own virtualenv (built first if needed).
 
     :param version: a key of :data:`AIRFLOW_RELEASES`.
     :param args: pytest arguments; none runs :func:`matrix_tests`.
+    :param log: write pytest's output to this file instead of this process's output.
     """
     python = build_matrix_venv(version)
     env = _child_env()
@@ -230,10 +234,44 @@ def run_matrix_version(version: str, args: list[str]) -> int:
     if not found or found[0] != version:
         print(f"FAILED: {python} runs Airflow {found[:1]}, not {version}.", flush=True)
         return 1
-    print(
-        f"== Airflow {version} on Python {found[1]} (packages as of {AIRFLOW_RELEASES[version]})", flush=True
-    )
-    return _pytest(python, args or matrix_tests(), env)
+    title = f"== Airflow {version} on Python {found[1]} (packages as of {AIRFLOW_RELEASES[version]})"
+    if log is None:
+        print(title, flush=True)
+        return _pytest(python, args or matrix_tests(), env)
+    with log.open("w") as out:
+        out.write(f"{title}\n")
+        out.flush()
+        command = [str(python), "-m", "pytest", *(args or matrix_tests())]
+        code = subprocess.call(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+    return 1 if code == PYTEST_NO_TESTS else code
+
+
+def run_matrix(versions: list[str]) -> dict[str, tuple[int, float]]:
+    """
+    Run :func:`matrix_tests` on each release, :data:`MATRIX_JOBS` at a time; print each one's output whole.
+
+    Most of a matrix run is spent waiting (on the emulator's job timelines, on Airflow's task start), so
+    releases side by side share 2 cores well.
+
+    :param versions: keys of :data:`AIRFLOW_RELEASES`.
+    """
+    for version in versions:  # one at a time: uv's output stays readable
+        build_matrix_venv(version)
+    results: dict[str, tuple[int, float]] = {}
+
+    def one(version: str) -> tuple[int, float]:
+        started = time.monotonic()
+        code = run_matrix_version(version, [], log=MATRIX_DIR / f"{version}.log")
+        return code, time.monotonic() - started
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=MATRIX_JOBS) as pool:
+        futures = {pool.submit(one, version): version for version in versions}
+        print(f"Running the matrix on {', '.join(versions)} ({MATRIX_JOBS} at a time)...", flush=True)
+        for future in concurrent.futures.as_completed(futures):
+            version = futures[future]
+            results[version] = future.result()
+            print((MATRIX_DIR / f"{version}.log").read_text(errors="replace"), flush=True)
+    return results
 
 
 def run_tests(args: list[str]) -> int:
@@ -271,21 +309,19 @@ def run_tests(args: list[str]) -> int:
     if only is not None and only != locked:
         return run_matrix_version(only, args)
     results: dict[str, tuple[int, float]] = {}
-    started = time.monotonic()
+    began = started = time.monotonic()
     results[locked] = (_pytest(_bin("python"), args, env), time.monotonic() - started)
     if only is None and not args:
-        for version in AIRFLOW_RELEASES:
-            if version != locked:
-                started = time.monotonic()
-                results[version] = (run_matrix_version(version, []), time.monotonic() - started)
+        results.update(run_matrix([version for version in AIRFLOW_RELEASES if version != locked]))
     if len(results) > 1:
         print("\nAirflow matrix:", flush=True)
-        for version, (code, seconds) in results.items():
+        for version in (v for v in AIRFLOW_RELEASES if v in results):
+            code, seconds = results[version]
             what = "whole suite (uv.lock)" if version == locked else "unit, dag.test(), flagship system"
             print(
                 f"  {version:8} {'passed' if code == 0 else 'FAILED':7} {seconds:6.0f} s  {what}", flush=True
             )
-        print(f"  total {sum(seconds for _, seconds in results.values()) / 60:.1f} min", flush=True)
+        print(f"  total {(time.monotonic() - began) / 60:.1f} min", flush=True)
     return next((code for code, _ in results.values() if code), 0)
 
 
