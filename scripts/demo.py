@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -956,6 +957,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _terminate)
+        if hasattr(signal, "SIGUSR1"):
+            # `kill -USR1 <pid>` prints where every thread is: for a demo that seems stuck.
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
         from airflow_provider_seedance.testing.local_airflow import LocalAirflowError
 
         try:

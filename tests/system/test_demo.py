@@ -14,6 +14,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -288,7 +289,14 @@ def test_ctrl_c_stops_every_process_and_cancels_the_queued_request(
         assert _processes_with_home(home), "".join(lines)
         # Ctrl-C in a terminal signals the foreground process group: the demo, not the Airflow processes.
         os.killpg(proc.pid, signal.SIGINT)
-        rest, _ = proc.communicate(timeout=120)
+        try:
+            rest, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGUSR1)  # the demo prints every thread's stack (faulthandler)
+            time.sleep(2)
+            os.killpg(proc.pid, signal.SIGKILL)
+            rest, _ = proc.communicate()
+            pytest.fail("The demo did not stop within 120 s of Ctrl-C:\n" + "".join(lines) + rest)
         lines.append(rest)
     finally:
         if proc.poll() is None:
