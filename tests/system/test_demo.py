@@ -258,6 +258,10 @@ def test_real_mode_runs_the_same_dag_against_the_real_host_stand_ins(
     assert _processes_with_home(_airflow_home(output)) == []
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_every_process_and_cancels_the_queued_request(
     stand_in_api: SeedanceEmulator, stand_in_s3: str, tmp_path: Path
 ) -> None:
@@ -274,6 +278,9 @@ def test_ctrl_c_stops_every_process_and_cancels_the_queued_request(
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # As from a terminal: a suite started in the background (`cmd &`, nohup) hands its children SIGINT
+        # ignored, and Python then installs no KeyboardInterrupt handler, so Ctrl-C would do nothing.
+        preexec_fn=_default_sigint,
     )
     lines: list[str] = []
     home = ""
