@@ -1118,6 +1118,9 @@ def main(argv: list[str] | None = None) -> int:
         default="http",
         help="comma-separated: http, https (HTTPS through a CA made for the run; default %(default)s)",
     )
+    parser.add_argument(
+        "--keep-raw", default=None, help="copy each variant's raw measurements (JSON) into this directory"
+    )
     parser.add_argument("--quick", action="store_true", help="N=40, poll 1 s, jobs of 2-4 s; prints only")
     parser.add_argument(
         "--output", default=None, help="results file (default benchmarks/results/triggers.md; '-': none)"
@@ -1188,6 +1191,10 @@ def main(argv: list[str] | None = None) -> int:
                         args.profile,
                         tls_dir if protocol == "https" else None,
                     )
+                    if args.keep_raw:
+                        raw = Path(args.keep_raw) / f"{variant}-{n}-{args.start}-{protocol}.json"
+                        raw.parent.mkdir(parents=True, exist_ok=True)
+                        raw.write_text(json.dumps(results[variant]))
                 section = render_n(n, args.poll, (low, high), args.start, results, protocol)
                 print(section, flush=True)
                 sections.append(section)

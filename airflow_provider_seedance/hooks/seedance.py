@@ -144,12 +144,8 @@ def payload_to_body(payload: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Shared async clients: one connection pool per event loop and per (URL, token, timeout)
+# Shared async clients: one pool of clients per event loop and per (URL, token, timeout)
 # ---------------------------------------------------------------------------------------------------------
-
-_ASYNC_CLIENTS: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[Any, ...], httpx.AsyncClient]
-] = weakref.WeakKeyDictionary()
 
 
 def _client_kwargs(config: SeedanceConnectionConfig, max_connections: int) -> dict[str, Any]:
@@ -211,51 +207,88 @@ def _tls_verify(config: SeedanceConnectionConfig) -> ssl.SSLContext | bool:
         ) from None
 
 
-def _shared_async_client(config: SeedanceConnectionConfig) -> httpx.AsyncClient:
+class _AsyncClientPool:
     """
-    Return the async client shared by every hook with this config in the running event loop.
+    Up to ``size`` async clients of one connection each, lent out one request at a time (FIFO waiters).
+
+    One ``httpx.AsyncClient`` with a pool of 20 connections costs about 5 ms of CPU per request under a
+    fan-in: httpcore re-examines every pooled connection (a ``poll()`` and a ``getpeername()`` for each idle
+    one, and a quadratic idle count) whenever a request enters or leaves its pool (encode/httpcore#1035,
+    #1036). One connection per client makes that bookkeeping O(1): 1.3 ms per request on the same machine,
+    so a triggerer polling 1,000 requests every 5 s keeps up on a third of a core instead of more than one
+    (docs/benchmarks.md). Clients are made on demand and reused last-in first-out, so a light load keeps
+    one or two warm connections and the others are never opened (or expire after
+    :data:`KEEPALIVE_EXPIRY_SECONDS`). Waiting here, in an ``asyncio.Semaphore``, wakes the next waiter in
+    O(1); there is deliberately no timeout on the wait: every request holding a client has its own
+    connect/read timeouts, so the queue always drains, and under overload a waiting timeout only turned
+    queued polls into failures and retries (5,000 concurrent polls: 866 failed and 37% more CPU with a 10 s
+    wait timeout, none failed without).
+
+    :param config: the resolved connection config.
+    :param size: the most clients, hence TCP connections, at once.
+    """
+
+    def __init__(self, config: SeedanceConnectionConfig, size: int = ASYNC_MAX_CONNECTIONS) -> None:
+        kwargs = _client_kwargs(config, 1)
+        # One SSL context for every client: building one loads the CA store (tens of ms each).
+        kwargs["verify"] = httpx.create_ssl_context(verify=kwargs["verify"], trust_env=True)
+        self._kwargs = kwargs
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[httpx.AsyncClient] = []
+        self.clients: list[httpx.AsyncClient] = []
+        """Every client made so far (each holds at most one connection)."""
+        self.is_closed = False
+
+    def __repr__(self) -> str:
+        # The clients' headers hold the token: show only the counts.
+        return f"{type(self).__name__}(clients={len(self.clients)}, idle={len(self._idle)})"
+
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[httpx.AsyncClient]:
+        """Wait for a free client and hold it while one request runs (its response read in full)."""
+        async with self._slots:
+            # Last in, first out: the client used most recently has the connection most likely still open.
+            client = self._idle.pop() if self._idle else self._new_client()
+            try:
+                yield client
+            finally:
+                self._idle.append(client)
+
+    def _new_client(self) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(**self._kwargs)
+        self.clients.append(client)
+        return client
+
+    async def aclose(self) -> None:
+        """Close every client (a request still running on one fails)."""
+        self.is_closed = True
+        for client in self.clients:
+            await client.aclose()
+
+
+_ASYNC_POOLS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[Any, ...], _AsyncClientPool]
+] = weakref.WeakKeyDictionary()
+
+
+def _shared_async_pool(config: SeedanceConnectionConfig) -> _AsyncClientPool:
+    """
+    Return the async client pool shared by every hook with this config in the running event loop.
 
     :param config: the resolved connection config.
     """
-    loop = asyncio.get_running_loop()
-    clients = _ASYNC_CLIENTS.setdefault(loop, {})
-    client = clients.get(config.client_key)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(**_client_kwargs(config, ASYNC_MAX_CONNECTIONS))
-        clients[config.client_key] = client
-    return client
-
-
-_REQUEST_SLOTS: weakref.WeakKeyDictionary[httpx.AsyncClient, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-@contextlib.asynccontextmanager
-async def _request_slot(client: httpx.AsyncClient) -> AsyncIterator[None]:
-    """
-    Hold one of the ``ASYNC_MAX_CONNECTIONS`` request slots of ``client`` while a request runs.
-
-    Requests wait here, in a FIFO semaphore, instead of in httpcore's pool: httpcore 1.0 rescans every
-    queued request against every connection whenever a request enters or leaves the pool
-    (encode/httpcore#1035), so a burst of 1,000 polls into a pool of 20 stalled the event loop for seconds.
-    A semaphore wakes the next waiter in O(1). There is deliberately no timeout on the wait: every request
-    holding a slot has its own connect/read timeouts, so the queue always drains, and under overload a
-    waiting timeout only turned queued polls into failures and retries (5,000 concurrent polls: 866 failed
-    and 37% more CPU with a 10 s wait timeout, none failed without; see docs/benchmarks.md).
-
-    :param client: a client from :func:`_shared_async_client`.
-    """
-    slots = _REQUEST_SLOTS.get(client)
-    if slots is None:
-        slots = _REQUEST_SLOTS[client] = asyncio.Semaphore(ASYNC_MAX_CONNECTIONS)
-    async with slots:
-        yield
+    pools = _ASYNC_POOLS.setdefault(asyncio.get_running_loop(), {})
+    pool = pools.get(config.client_key)
+    if pool is None or pool.is_closed:
+        pool = pools[config.client_key] = _AsyncClientPool(config)
+    return pool
 
 
 async def aclose_shared_clients() -> None:
     """Close the shared async clients of the running event loop (tests and benchmarks call this)."""
-    clients = _ASYNC_CLIENTS.pop(asyncio.get_running_loop(), {})
-    for client in clients.values():
-        await client.aclose()
+    pools = _ASYNC_POOLS.pop(asyncio.get_running_loop(), {})
+    for pool in pools.values():
+        await pool.aclose()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -518,12 +551,12 @@ class SeedanceHook(BaseHook):
         deadline: float | None = None,
     ) -> Model:
         config = await self.aget_config()
-        client = _shared_async_client(config)
+        pool = _shared_async_pool(config)
         async for attempt in async_retrying(call, config.max_retries, config.backoff(), deadline=deadline):
             with attempt:
                 failure: Exception | None = None
                 try:
-                    async with _request_slot(client):
+                    async with pool.lease() as client:
                         response = await client.request(method, path, params=params or None)
                 except httpx.HTTPError as exc:
                     failure = transport_error(exc, call=call, request_id=request_id)
@@ -543,10 +576,10 @@ class SeedanceHook(BaseHook):
         """
         model_id = check_model_id(model_id)
         body = payload_to_body(payload)
-        client = _shared_async_client(await self.aget_config())
+        pool = _shared_async_pool(await self.aget_config())
         failure: Exception | None = None
         try:
-            async with _request_slot(client):
+            async with pool.lease() as client:
                 response = await client.post(f"/v1/models/{model_id}", json=body)
         except httpx.HTTPError as exc:
             failure = submission_error(exc, model_id=model_id)

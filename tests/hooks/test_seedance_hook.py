@@ -27,9 +27,11 @@ from airflow_provider_seedance.exceptions import (
     SeedanceSubmissionStateUnknownError,
 )
 from airflow_provider_seedance.hooks.seedance import (
+    ASYNC_MAX_CONNECTIONS,
     DEFAULT_BASE_URL,
     SeedanceHook,
-    _shared_async_client,
+    _AsyncClientPool,
+    _shared_async_pool,
     aclose_shared_clients,
     normalize_base_url,
 )
@@ -498,8 +500,8 @@ async def test_async_retries_transient_failures(hook: SeedanceHook, emulator: Se
 async def test_async_hooks_share_one_client_per_loop(seedance_conn: str) -> None:
     first, second = SeedanceHook(seedance_conn), SeedanceHook(seedance_conn)
     try:
-        client_one = _shared_async_client(await first.aget_config())
-        client_two = _shared_async_client(await second.aget_config())
+        client_one = _shared_async_pool(await first.aget_config())
+        client_two = _shared_async_pool(await second.aget_config())
         assert client_one is client_two
     finally:
         await aclose_shared_clients()
@@ -534,12 +536,62 @@ async def test_many_concurrent_async_calls_use_a_bounded_pool(
     request_id = submit_one(hook)
     try:
         results = await asyncio.gather(*(hook.aget_status(request_id) for _ in range(200)))
-        client = _shared_async_client(await hook.aget_config())
-        pool = client._transport._pool  # type: ignore[attr-defined]
-        assert len(pool.connections) <= 20
+        pool = _shared_async_pool(await hook.aget_config())
+        assert len(pool.clients) == ASYNC_MAX_CONNECTIONS
+        # Each client of the pool holds at most one connection.
+        assert all(len(client._transport._pool.connections) <= 1 for client in pool.clients)  # type: ignore[attr-defined]
     finally:
         await aclose_shared_clients()
     assert len(results) == 200
+    # What the server saw: 200 requests over at most 20 TCP connections.
+    polls = emulator.requests("status")
+    assert len(polls) == 200
+    assert 1 <= len({call.client_port for call in polls}) <= ASYNC_MAX_CONNECTIONS
+
+
+async def test_sequential_async_calls_reuse_one_warm_connection(
+    hook: SeedanceHook, emulator: SeedanceEmulator
+) -> None:
+    request_id = submit_one(hook)
+    try:
+        for _ in range(5):
+            await hook.aget_status(request_id)
+        # A light load opens one client, not one per call or one per pool slot.
+        assert len(_shared_async_pool(await hook.aget_config()).clients) == 1
+    finally:
+        await aclose_shared_clients()
+    assert len({call.client_port for call in emulator.requests("status")}) == 1
+
+
+async def test_pool_waiters_are_served_first_come_first_served(seedance_conn: str) -> None:
+    pool = _AsyncClientPool(await SeedanceHook(seedance_conn).aget_config(), size=1)
+    order: list[int] = []
+    try:
+        async with pool.lease():
+
+            async def wait(i: int) -> None:
+                async with pool.lease():
+                    order.append(i)
+
+            waiters = [asyncio.create_task(wait(i)) for i in range(5)]
+            await asyncio.sleep(0)
+        await asyncio.gather(*waiters)
+    finally:
+        await pool.aclose()
+    assert order == [0, 1, 2, 3, 4]
+    assert len(pool.clients) == 1
+
+
+async def test_pool_repr_shows_no_token(seedance_conn: str) -> None:
+    config = await SeedanceHook(seedance_conn).aget_config()
+    pool = _AsyncClientPool(config)
+    try:
+        async with pool.lease():
+            pass
+        assert config.token not in repr(pool)
+        assert repr(pool) == "_AsyncClientPool(clients=1, idle=1)"
+    finally:
+        await pool.aclose()
 
 
 # -- secrets -------------------------------------------------------------------------------------------------
