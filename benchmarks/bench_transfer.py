@@ -13,6 +13,8 @@ Methods, each run in a fresh Python process so its peak RSS is its own:
   file, then one parallel multipart upload that carries the metadata from the start.
 * ``http_to_s3``: Amazon's ``HttpToS3Operator`` (``requests`` reads the whole body, then ``load_bytes``).
 * ``reference``: a plain httpx stream behind a file-like adapter, fed to boto3's ``upload_fileobj``.
+* ``reference_sha256``: the same, also computing the SHA-256 of what it reads (the work the SPEC asks of
+  our copy on top of the reference's): how much of a gap to the reference is that hash.
 
 Two scenarios, in one run: the emulator serving as fast as it can, then serving each connection at a
 fixed rate (``--rate-limit``, 25 MB/s by default: a CDN that limits every connection). The emulator
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -52,7 +55,15 @@ from airflow_provider_seedance.testing.local_airflow import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "transfer.md"
-METHODS = ("seedance", "seedance_single", "seedance_sha256", "seedance_local", "http_to_s3", "reference")
+METHODS = (
+    "seedance",
+    "seedance_single",
+    "seedance_sha256",
+    "seedance_local",
+    "http_to_s3",
+    "reference",
+    "reference_sha256",
+)
 LIMITED_METHODS = ("seedance", "seedance_single", "reference")
 LABELS = {
     "seedance": "SeedanceToS3Operator, default (one pass, parallel ranges)",
@@ -61,6 +72,7 @@ LABELS = {
     "seedance_local": "SeedanceToS3Operator, sha256_metadata=True, staging='local'",
     "http_to_s3": "HttpToS3Operator (Amazon provider)",
     "reference": "httpx stream -> boto3 upload_fileobj",
+    "reference_sha256": "httpx stream -> boto3 upload_fileobj, SHA-256 computed on the way",
 }
 OPTIONS: dict[str, dict[str, Any]] = {
     "seedance": {},
@@ -103,12 +115,18 @@ ASSEMBLY_OPERATIONS = frozenset({"CompleteMultipartUpload", "CopyObject", "Uploa
 """S3 calls that build the object from bytes S3 already holds: S3-side work, not the copier's."""
 
 
+DATA_OPERATIONS = frozenset({"UploadPart", "PutObject"})
+"""S3 calls that carry the file's bytes: the last one's end is when the copier has delivered the file."""
+
+
 class S3CallTimer:
     """Sum the wall time of a boto3 S3 client's calls per operation (botocore's before/after-call events)."""
 
     def __init__(self, client: Any) -> None:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
+        self.data_sent_at = float("nan")
+        """When the last call carrying the file's bytes (UploadPart, PutObject) returned (perf_counter)."""
         self._local = threading.local()
         self._lock = threading.Lock()
         client.meta.events.register("before-call.s3.*", self._before)
@@ -120,6 +138,8 @@ class S3CallTimer:
     def _after(self, model: Any, **_: Any) -> None:
         elapsed = time.perf_counter() - self._local.started
         with self._lock:
+            if model.name in DATA_OPERATIONS:
+                self.data_sent_at = time.perf_counter()
             self.seconds[model.name] = self.seconds.get(model.name, 0.0) + elapsed
             self.calls[model.name] = self.calls.get(model.name, 0) + 1
 
@@ -131,9 +151,10 @@ class S3CallTimer:
 class HttpxReader:
     """A minimal read-only file object over an httpx streaming response (the reference adapter)."""
 
-    def __init__(self, response: Any) -> None:
+    def __init__(self, response: Any, digest: Any = None) -> None:
         self._chunks = response.iter_raw()
         self._pending = b""
+        self.digest = digest
 
     def read(self, size: int = -1) -> bytes:
         """Return up to ``size`` bytes (all remaining when negative)."""
@@ -143,6 +164,8 @@ class HttpxReader:
             chunk = next(self._chunks, b"")
             if not chunk:
                 break
+            if self.digest is not None:
+                self.digest.update(chunk)
             parts.append(chunk)
             have += len(chunk)
         data = b"".join(parts)
@@ -173,6 +196,7 @@ def worker(method: str, url: str, key: str, size: int) -> dict[str, Any]:
             dest_key=f"s3://{BUCKET}/{key}",
             aws_conn_id="aws_bench",
             **OPTIONS[method],
+            **json.loads(os.environ.get("BENCH_SEEDANCE_OPTIONS", "{}")),
         )
         seedance._client = (
             seedance._make_client()
@@ -206,7 +230,7 @@ def worker(method: str, url: str, key: str, size: int) -> dict[str, Any]:
         def copy() -> None:
             amazon.execute({})  # type: ignore[arg-type]
 
-    elif method == "reference":
+    elif method in ("reference", "reference_sha256"):
         import boto3
         import httpx
 
@@ -217,21 +241,27 @@ def worker(method: str, url: str, key: str, size: int) -> dict[str, Any]:
         def copy() -> None:
             with http.stream("GET", url) as response:
                 response.raise_for_status()
-                client.upload_fileobj(HttpxReader(response), BUCKET, key)
+                reader = HttpxReader(response, hashlib.sha256() if method == "reference_sha256" else None)
+                client.upload_fileobj(reader, BUCKET, key)
+            if reader.digest is not None:
+                reported["objects"] = [{"sha256": reader.digest.hexdigest()}]
 
     else:
         raise SystemExit(f"unknown method {method!r}")
     baseline = rss_now()
     started = time.perf_counter()
+    cpu_started = time.process_time()
     copy()
     seconds = time.perf_counter() - started
     return {
         "method": method,
         "seconds": seconds,
+        "cpu": time.process_time() - cpu_started,
         "baseline": baseline,
         "peak": rss_peak(),
         "size": size,
         "assembly": timer.assembly_seconds(),
+        "delivered": timer.data_sent_at - started,
         "s3_calls": {name: [timer.calls[name], round(timer.seconds[name], 2)] for name in timer.calls},
         "sha256": (reported.get("objects") or [{}])[0].get("sha256"),
     }
@@ -274,13 +304,13 @@ def wait_http(url: str, what: str, process: subprocess.Popen[bytes] | None) -> N
 
 
 @contextlib.contextmanager
-def background(cmd: list[str], what: str, health_url: str, log: Path) -> Iterator[None]:
-    """Run ``cmd`` in the background until the block ends, once ``health_url`` answers."""
+def background(cmd: list[str], what: str, health_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` in the background until the block ends, once ``health_url`` answers; yield the process."""
     with log.open("wb") as sink:
         process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
             wait_http(health_url, what, process)
-            yield
+            yield process
         finally:
             process.terminate()
             try:
@@ -300,6 +330,9 @@ class Row:
     peak: int
     size: int
     assembly: float = 0.0
+    cpu: float = float("nan")
+    servers_cpu: float = float("nan")
+    delivered: float = float("nan")
     s3_calls: dict[str, list[float]] = field(default_factory=dict)
     sha256: str | None = None
     limited: bool = False
@@ -313,6 +346,17 @@ class Row:
     def above(self) -> int:
         """Peak RSS above the baseline, in bytes."""
         return max(0, self.peak - self.baseline)
+
+
+def cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
+    """Return the CPU seconds (user + system) the given running processes have used so far."""
+    import psutil
+
+    total = 0.0
+    for process in processes:
+        times = psutil.Process(process.pid).cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def run_worker(method: str, url: str, key: str, size: int, env: dict[str, str]) -> Row:
@@ -347,9 +391,9 @@ def check_object(client: Any, key: str, row: Row, expected_sha256: str) -> None:
     head = client.head_object(Bucket=BUCKET, Key=key)
     if head["ContentLength"] != row.size:
         raise SystemExit(f"{row.method}: the object holds {head['ContentLength']} bytes, expected {row.size}")
+    if (row.method in OPTIONS or row.method == "reference_sha256") and row.sha256 != expected_sha256:
+        raise SystemExit(f"{row.method}: reported sha256 {row.sha256}, expected {expected_sha256}")
     if row.method in OPTIONS:
-        if row.sha256 != expected_sha256:
-            raise SystemExit(f"{row.method}: reported sha256 {row.sha256}, expected {expected_sha256}")
         stored = head.get("Metadata", {}).get("sha256")
         wanted = expected_sha256 if OPTIONS[row.method].get("sha256_metadata") else None
         if stored != wanted:
@@ -368,14 +412,15 @@ def mib(value: float) -> str:
 
 def _table(rows: list[Row]) -> list[str]:
     lines = [
-        "| method | seconds | MB/s | S3 assembly, s | other, s | peak RSS | baseline RSS | RSS above "
-        "baseline |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | seconds | MB/s | S3 assembly, s | other, s | CPU of the copier, s "
+        "| CPU of the servers, s | peak RSS | baseline RSS | RSS above baseline |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {LABELS[row.method]} | {row.seconds:.1f} | {row.mbps:.1f} | {row.assembly:.1f} | "
-            f"{row.seconds - row.assembly:.1f} | {mib(row.peak)} | {mib(row.baseline)} | {mib(row.above)} |"
+            f"{row.seconds - row.assembly:.1f} | {row.cpu:.1f} | {row.servers_cpu:.1f} | {mib(row.peak)} | "
+            f"{mib(row.baseline)} | {mib(row.above)} |"
         )
     return lines
 
@@ -440,6 +485,14 @@ def evaluate(rows: list[Row]) -> tuple[list[str], bool]:
             verdicts.append(
                 f"time, {name}: {ratio:.2f}x the reference's"
                 + (f" (target <= {MAX_TIME_RATIO}x): {'met' if met else 'MISSED'}" if targeted else "")
+            )
+        same_work = unlimited.get("reference_sha256")
+        if same_work is not None:
+            alone = f"{reference.delivered:.2f} s" if reference is not None else "not run"
+            verdicts.append(
+                f"time, {name}: {ours.seconds / same_work.seconds:.2f}x the reference's when the reference "
+                f"also computes the SHA-256 (bytes delivered to S3 at {ours.delivered:.2f} s vs "
+                f"{same_work.delivered:.2f} s; the reference alone: {alone})"
             )
         if amazon is not None:
             verdicts.append(
@@ -560,6 +613,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     os.environ.update(
         {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     )
+    servers: list[subprocess.Popen[bytes]] = []
     with contextlib.ExitStack() as stack:
         if args.source_url:
             base = args.source_url.rstrip("/")
@@ -568,11 +622,15 @@ def orchestrate(args: argparse.Namespace) -> int:
             base = f"http://127.0.0.1:{port}"
             emulator = [sys.executable, "-m", "airflow_provider_seedance.testing.cli", "--host", "127.0.0.1"]
             emulator += ["--port", str(port), "--token", TOKEN]
-            stack.enter_context(
-                background(emulator, "the emulator", f"{base}/_emulator/health", workdir / "emu.log")
+            servers.append(
+                stack.enter_context(
+                    background(emulator, "the emulator", f"{base}/_emulator/health", workdir / "emu.log")
+                )
             )
         moto_cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)]
-        stack.enter_context(background(moto_cmd, "moto_server", f"{s3_endpoint}/", workdir / "moto.log"))
+        servers.append(
+            stack.enter_context(background(moto_cmd, "moto_server", f"{s3_endpoint}/", workdir / "moto.log"))
+        )
         env["AIRFLOW_CONN_HTTP_BENCH"] = json.dumps({"conn_type": "http", "host": base})
         client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
@@ -590,11 +648,20 @@ def orchestrate(args: argparse.Namespace) -> int:
             for round_number in range(1, args.repeat + 1):
                 for method in methods:
                     print(f"round {round_number}: {LABELS[method]} on {mib(size)}{what} ...", flush=True)
+                    servers_before = cpu_seconds(servers)
+                    if os.environ.get("BENCH_SPLIT"):
+                        print("split", [round(cpu_seconds([p]), 2) for p in servers])
                     row = run_worker(method, url, f"{method}.mp4", size, env)
+                    row.servers_cpu = cpu_seconds(servers) - servers_before
+                    if os.environ.get("BENCH_SPLIT"):
+                        print("split", [round(cpu_seconds([p]), 2) for p in servers])
                     check_object(client, f"{method}.mp4", row, expected_sha256)
                     runs[method].append(row)
                     print(
-                        f"  {row.seconds:.1f} s, {row.mbps:.1f} MB/s, {mib(row.above)} above baseline; "
+                        f"  {row.seconds:.1f} s (bytes delivered at {row.delivered:.2f} s), "
+                        f"{row.mbps:.1f} MB/s, CPU {row.cpu:.1f} s "
+                        f"(servers {row.servers_cpu:.1f} s), "
+                        f"{mib(row.above)} above baseline; "
                         f"S3 calls (count, seconds): {row.s3_calls}",
                         flush=True,
                     )
@@ -609,10 +676,13 @@ def orchestrate(args: argparse.Namespace) -> int:
                         worst.baseline,
                         worst.peak,
                         size,
-                        best.assembly,
-                        best.s3_calls,
-                        best.sha256,
-                        limited,
+                        assembly=best.assembly,
+                        cpu=best.cpu,
+                        servers_cpu=best.servers_cpu,
+                        delivered=min(r.delivered for r in measured),
+                        s3_calls=best.s3_calls,
+                        sha256=best.sha256,
+                        limited=limited,
                     )
                 )
         set_rate_limit(base, 0)
