@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CONN_ID = "seedance_default"
 
 ASYNC_MAX_CONNECTIONS = 20
-"""Connections per shared async client: thousands of triggers poll through this one pool."""
+"""Clients, of one connection each, in the shared async pool: thousands of triggers poll through them."""
 
 SYNC_MAX_CONNECTIONS = 4
 
@@ -213,10 +213,10 @@ class _AsyncClientPool:
 
     One ``httpx.AsyncClient`` with a pool of 20 connections costs about 5 ms of CPU per request under a
     fan-in: httpcore re-examines every pooled connection (a ``poll()`` and a ``getpeername()`` for each idle
-    one, and a quadratic idle count) whenever a request enters or leaves its pool (encode/httpcore#1035,
-    #1036). One connection per client makes that bookkeeping O(1): 1.3 ms per request on the same machine,
-    so a triggerer polling 1,000 requests every 5 s keeps up on a third of a core instead of more than one
-    (docs/benchmarks.md). Clients are made on demand and reused last-in first-out, so a light load keeps
+    one, and a quadratic idle count) whenever a request enters or leaves its pool (httpcore 1.0.9's
+    ``_assign_requests_to_connections``). One connection per client makes that bookkeeping O(1): 1.3 ms
+    per request on the same machine, so a triggerer polling 1,000 requests every 5 s runs at about 40% of
+    a core instead of falling behind at 100% (docs/benchmarks.md). Clients are made on demand and reused last-in first-out, so a light load keeps
     one or two warm connections and the others are never opened (or expire after
     :data:`KEEPALIVE_EXPIRY_SECONDS`). Waiting here, in an ``asyncio.Semaphore``, wakes the next waiter in
     O(1); there is deliberately no timeout on the wait: every request holding a client has its own
