@@ -216,13 +216,13 @@ class _AsyncClientPool:
     one, and a quadratic idle count) whenever a request enters or leaves its pool (httpcore 1.0.9's
     ``_assign_requests_to_connections``). One connection per client makes that bookkeeping O(1): 1.3 ms
     per request on the same machine, so a triggerer polling 1,000 requests every 5 s runs at about 40% of
-    a core instead of falling behind at 100% (docs/benchmarks.md). Clients are made on demand and reused last-in first-out, so a light load keeps
-    one or two warm connections and the others are never opened (or expire after
-    :data:`KEEPALIVE_EXPIRY_SECONDS`). Waiting here, in an ``asyncio.Semaphore``, wakes the next waiter in
-    O(1); there is deliberately no timeout on the wait: every request holding a client has its own
-    connect/read timeouts, so the queue always drains, and under overload a waiting timeout only turned
-    queued polls into failures and retries (5,000 concurrent polls: 866 failed and 37% more CPU with a 10 s
-    wait timeout, none failed without).
+    a core instead of falling behind at 100% (docs/benchmarks.md). Clients are made on demand and reused
+    last-in first-out, so a light load keeps one or two warm connections and the others are never opened
+    (or expire after :data:`KEEPALIVE_EXPIRY_SECONDS`). Waiting here, in an ``asyncio.Semaphore``, wakes
+    the next waiter in O(1); there is deliberately no timeout on the wait: every request holding a client
+    has its own connect/read timeouts, so the queue always drains, and under overload a waiting timeout
+    only turned queued polls into failures and retries (5,000 concurrent polls: 866 failed and 37% more
+    CPU with a 10 s wait timeout, none failed without).
 
     :param config: the resolved connection config.
     :param size: the most clients, hence TCP connections, at once.
