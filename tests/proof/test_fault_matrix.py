@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -86,6 +86,12 @@ LAG = 0.5
 
 RETRY_LAG = 2.0
 """Lag of the case whose first try fails while the API still answers 404: the retry meets it too."""
+
+
+POLLED = JobPlan(queue_seconds=2.0, run_seconds=0.1)
+"""The plan of the cases faulting a status read after the first: the job must still be queued when the
+operator first looks (else it rightly never polls again), even on a machine loaded enough to stall a
+task for a second between the submit and that look."""
 
 
 def http(status: int, code: int | None = None, **kwargs: Any) -> Fault:
@@ -326,6 +332,7 @@ def _read_cases(endpoint: Literal["status", "result"]) -> list[OperatorCase]:
         ),
     ]
     if endpoint == "status":
+        cases = [replace(case, plan=POLLED) for case in cases]
         # Never taken as success: the provider reads /result, which still says queued/running, and waits.
         cases.append(
             OperatorCase("status-unknown", Fault(kind="unknown_status", endpoint="status", times=None), **ok)
@@ -441,10 +448,16 @@ def _sync_cases() -> list[OperatorCase]:
     """The same faults met by the worker's own poll loop (``deferrable=False``)."""
     polled: dict[str, Any] = {"state": "success", "tries": 1, "posts": 1, "jobs": 1, "deferrable": False}
     return [
-        OperatorCase("sync-status-503", http(503, endpoint="status", times=2, skip=1), faulted=2, **polled),
+        OperatorCase(
+            "sync-status-503", http(503, endpoint="status", times=2, skip=1), faulted=2, plan=POLLED, **polled
+        ),
         OperatorCase("sync-result-drop", Fault(kind="drop", endpoint="result", times=2), faulted=2, **polled),
         OperatorCase(
-            "sync-status-404001", http(404, 404001, endpoint="status", times=1, skip=1), faulted=1, **polled
+            "sync-status-404001",
+            http(404, 404001, endpoint="status", times=1, skip=1),
+            faulted=1,
+            plan=POLLED,
+            **polled,
         ),
         OperatorCase(
             "sync-status-404-lag",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +30,7 @@ from tests.operators._dag_support import (
     unique_dag_id,
     xcom,
 )
+from tests.testing._helpers import FakeClock
 
 PAYLOAD = {"prompt": "Waves roll onto a black-sand beach", "first_frame_image_url": IMAGE}
 STUCK = JobPlan(queue_seconds=30, run_seconds=1, outcome="stuck_in_queue")
@@ -34,6 +38,34 @@ STUCK = JobPlan(queue_seconds=30, run_seconds=1, outcome="stuck_in_queue")
 
 def submit(emulator: SeedanceEmulator, plan: JobPlan) -> str:
     return submit_request(emulator, PAYLOAD, plan)
+
+
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    with ExitStack() as exit_stack:
+        yield exit_stack
+
+
+@contextmanager
+def clock_released_after_status_reads(emulator: SeedanceEmulator, reads: int) -> Iterator[None]:
+    """Stop the emulator's clock until it has answered ``reads`` status reads, then let it run, far ahead."""
+    frozen = FakeClock(time.monotonic())
+    emulator.state.clock = frozen
+    done = threading.Event()
+
+    def release() -> None:
+        while not done.is_set() and emulator.state.count("status") < reads:
+            time.sleep(0.02)
+        offset = frozen.now + 60.0 - time.monotonic()
+        emulator.state.clock = lambda: time.monotonic() + offset
+
+    watcher = threading.Thread(target=release, name="release-clock", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join(timeout=5)
 
 
 def sensor(request_id: str, **kwargs: Any) -> SeedanceRequestSensor:
@@ -137,10 +169,14 @@ def test_sensor_waits_for_a_request_submitted_upstream(
     seedance_conn: str,
     deferrable: bool,
     logs: CapturedLogs,
+    stack: ExitStack,
 ) -> None:
-    # Long enough in the queue for the deferrable sensor to find it still running, so that it defers: the
-    # submit task's end and the sensor's start can take seconds (Airflow 3.0 and 3.1's dag.test()).
-    emulator.set_plan(JobPlan(queue_seconds=10.0 if deferrable else 1.0, run_seconds=0.2))
+    # The deferrable sensor must find the request still queued, or it rightly returns without deferring.
+    # The submit task's end and the sensor's start can take seconds (more on a loaded machine), so the
+    # emulator's clock stands still until the trigger has polled once: the first poke always sees a queue.
+    emulator.set_plan(JobPlan(queue_seconds=1.0, run_seconds=0.2))
+    if deferrable:
+        stack.enter_context(clock_released_after_status_reads(emulator, 2))
     with DAG(unique_dag_id("seedance_sensor"), schedule=None, start_date=START, catchup=False) as dag:
         submit_task = SeedanceImageToVideoOperator(
             task_id="submit", prompt="A paper plane", first_frame_image_url=IMAGE, wait_for_completion=False
