@@ -193,7 +193,8 @@ def test_the_demo_summary_of_a_run(demo: ModuleType) -> None:
 
 @pytest.fixture
 def fast_conn(emulator: SeedanceEmulator, seedance_conn: str) -> SeedanceEmulator:
-    emulator.set_plan(JobPlan(queue_seconds=0.3, run_seconds=0.3))
+    # Each phase outlasts several polls, even when a loaded machine stalls the loop for a while.
+    emulator.set_plan(JobPlan(queue_seconds=1.0, run_seconds=1.0))
     return emulator
 
 

@@ -60,7 +60,8 @@ def test_deferrable_success(
     seedance_conn: str,
     logs: CapturedLogs,
 ) -> None:
-    emulator.set_plan(JobPlan(queue_seconds=0.3, run_seconds=0.2))
+    # Queued long enough for the check before deferring to find it waiting, even on a loaded machine.
+    emulator.set_plan(JobPlan(queue_seconds=2.0, run_seconds=0.2))
     dag_run = run_dag(i2v_dag("seedance_success", deferrable=True))
 
     assert state_of(dag_run) == "success"

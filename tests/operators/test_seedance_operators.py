@@ -409,7 +409,8 @@ def test_succeeded_event_without_result_fails() -> None:
 
 
 def test_sync_mode_polls_to_success(emulator: SeedanceEmulator, seedance_conn: str) -> None:
-    emulator.set_plan(JobPlan(queue_seconds=0.2, run_seconds=0.2))
+    # Long enough for several polls even when a loaded machine stalls the worker for a while.
+    emulator.set_plan(JobPlan(queue_seconds=1.0, run_seconds=1.0))
     ti = FakeTaskInstance()
     result = i2v(deferrable=False).execute(make_context(ti, FakeTaskStateStore()))
     assert result["status"] == "succeeded"

@@ -86,7 +86,8 @@ def test_dag_run_leaves_no_token_in_xcom_state_or_logs(
     logs: CapturedLogs,
     outcome: str,
 ) -> None:
-    emulator.set_plan(JobPlan(queue_seconds=0.1, run_seconds=0.2, outcome=outcome, error="nope"))
+    # Queued long enough for the check before deferring to find it waiting: the trigger logs too.
+    emulator.set_plan(JobPlan(queue_seconds=2.0, run_seconds=0.2, outcome=outcome, error="nope"))
     with DAG(unique_dag_id(f"seedance_leak_{outcome}"), schedule=None, start_date=START) as dag:
         SeedanceImageToVideoOperator(
             task_id="generate", prompt="A koi pond", first_frame_image_url=IMAGE, poll_interval=0.05

@@ -82,7 +82,8 @@ def test_defaults_and_template_fields() -> None:
 
 
 def test_poke_mode_success(emulator: SeedanceEmulator, seedance_conn: str) -> None:
-    request_id = submit(emulator, JobPlan(queue_seconds=0.2, run_seconds=0.2))
+    # Long enough for several pokes even when a loaded machine stalls the sensor for a while.
+    request_id = submit(emulator, JobPlan(queue_seconds=1.0, run_seconds=1.0))
     result = sensor(request_id, deferrable=False).execute(make_context())
 
     assert result["request_id"] == request_id
