@@ -119,7 +119,8 @@ def test_request_cancelled_elsewhere_fails_the_task(emulator: SeedanceEmulator, 
     emulator.set_plan(STUCK)
 
     def cancel_when_submitted() -> None:
-        wait_for(lambda: len(emulator.state.jobs()) == 1)
+        # dag.test() can take many seconds to start the task on a loaded machine.
+        wait_for(lambda: len(emulator.state.jobs()) == 1, limit=240)
         hook = SeedanceHook()
         hook.cancel(emulator.state.jobs()[0].request_id)
         hook.close()
@@ -127,6 +128,7 @@ def test_request_cancelled_elsewhere_fails_the_task(emulator: SeedanceEmulator, 
     canceller = in_background(cancel_when_submitted)
     dag_run = run_dag(i2v_dag("seedance_cancel", timeout=30))
     canceller.join(5)
+    assert not canceller.is_alive()
 
     assert state_of(dag_run) == "failed"
     assert request_state(xcom(dag_run, "generate", "request_id")) is RequestStatus.CANCELLED
@@ -209,8 +211,9 @@ def test_input_error_fails_without_any_request(emulator: SeedanceEmulator, seeda
 
 
 def _clear_faults_once_the_first_try_gives_up(emulator: SeedanceEmulator) -> None:
-    # The first try ends at its deadline by trying to cancel; from then on the API is healthy again.
-    wait_for(lambda: emulator.state.count("cancel") >= 1, limit=30)
+    # The first try ends at its deadline by trying to cancel; from then on the API is healthy again. On a
+    # loaded machine dag.test() can take a minute to get there: the wait is bounded by the test's timeout.
+    wait_for(lambda: emulator.state.count("cancel") >= 1, limit=240)
     emulator.clear_faults()
 
 
@@ -235,6 +238,7 @@ def test_retry_after_a_polling_outage_submits_once(emulator: SeedanceEmulator, s
 
     dag_run = run_dag(i2v_dag("seedance_retry_outage", timeout=1.5, retries=1, retry_delay=timedelta(0)))
     healer.join(5)
+    assert not healer.is_alive()
 
     ti = task_instances(dag_run)[("generate", -1)]
     assert str(ti.state) == "success"
