@@ -88,7 +88,7 @@ RETRY_LAG = 2.0
 """Lag of the case whose first try fails while the API still answers 404: the retry meets it too."""
 
 
-POLLED = JobPlan(queue_seconds=2.0, run_seconds=0.1)
+QUEUED_AT_FIRST_LOOK = JobPlan(queue_seconds=2.0, run_seconds=0.1)
 """The plan of the cases faulting a status read after the first: the job must still be queued when the
 operator first looks (else it rightly never polls again), even on a machine loaded enough to stall a
 task for a second between the submit and that look."""
@@ -332,7 +332,7 @@ def _read_cases(endpoint: Literal["status", "result"]) -> list[OperatorCase]:
         ),
     ]
     if endpoint == "status":
-        cases = [replace(case, plan=POLLED) for case in cases]
+        cases = [replace(case, plan=QUEUED_AT_FIRST_LOOK) for case in cases]
         # Never taken as success: the provider reads /result, which still says queued/running, and waits.
         cases.append(
             OperatorCase("status-unknown", Fault(kind="unknown_status", endpoint="status", times=None), **ok)
@@ -449,14 +449,18 @@ def _sync_cases() -> list[OperatorCase]:
     polled: dict[str, Any] = {"state": "success", "tries": 1, "posts": 1, "jobs": 1, "deferrable": False}
     return [
         OperatorCase(
-            "sync-status-503", http(503, endpoint="status", times=2, skip=1), faulted=2, plan=POLLED, **polled
+            "sync-status-503",
+            http(503, endpoint="status", times=2, skip=1),
+            faulted=2,
+            plan=QUEUED_AT_FIRST_LOOK,
+            **polled,
         ),
         OperatorCase("sync-result-drop", Fault(kind="drop", endpoint="result", times=2), faulted=2, **polled),
         OperatorCase(
             "sync-status-404001",
             http(404, 404001, endpoint="status", times=1, skip=1),
             faulted=1,
-            plan=POLLED,
+            plan=QUEUED_AT_FIRST_LOOK,
             **polled,
         ),
         OperatorCase(
