@@ -245,19 +245,38 @@ class _AsyncClientPool:
 
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[httpx.AsyncClient]:
-        """Wait for a free client and hold it while one request runs (its response read in full)."""
+        """
+        Wait for a free client and hold it while one request runs (its response read in full).
+
+        A request that ends, with an answer or an ``httpx`` error, gives its client back. One interrupted
+        (the task cancelled, as Airflow cancels a trigger leaving the triggerer) closes it instead:
+        httpcore 1.0.x can leave the connection of a request cancelled while its response is being
+        released marked active for good (encode/httpcore#1093), and a one-connection client holding it
+        would fail every later call with ``PoolTimeout``, starting with the cancel ``on_kill`` sends.
+        """
         async with self._slots:
             # Last in, first out: the client used most recently has the connection most likely still open.
             client = self._idle.pop() if self._idle else self._new_client()
             try:
                 yield client
-            finally:
+            except Exception:
                 self._idle.append(client)
+                raise
+            except BaseException:
+                await self._discard(client)
+                raise
+            self._idle.append(client)
 
     def _new_client(self) -> httpx.AsyncClient:
         client = httpx.AsyncClient(**self._kwargs)
         self.clients.append(client)
         return client
+
+    async def _discard(self, client: httpx.AsyncClient) -> None:
+        self.clients.remove(client)
+        # Closing only shuts sockets; a failure to do so must not hide the cancellation being raised.
+        with contextlib.suppress(Exception):
+            await client.aclose()
 
     async def aclose(self) -> None:
         """Close every client (a request still running on one fails)."""

@@ -31,7 +31,7 @@ from airflow_provider_seedance.hooks.seedance import (
 )
 from airflow_provider_seedance.lifecycle import DEFAULT_POLL_INTERVAL_SECONDS
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
-from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
+from airflow_provider_seedance.testing import Fault, JobPlan, SeedanceEmulator
 from airflow_provider_seedance.testing.server import DEFAULT_KEEP_ALIVE_SECONDS
 from airflow_provider_seedance.testing.tls import LocalCertificates, make_local_certificates
 from tests._support import TEST_TOKEN, conn_json, free_port
@@ -102,6 +102,74 @@ def test_one_pooled_sync_connection_serves_polls_further_apart_than_five_seconds
     ports = [call.client_port for call in emulator.requests()]
     assert len(ports) == 2, ports
     assert len(set(ports)) == 1, ports
+
+
+# -- a poll cancelled mid-request -------------------------------------------------------------------------
+#
+# Airflow cancels a trigger's task whenever the trigger leaves the triggerer (the task was cleared, marked,
+# timed out, or its trigger moved to another triggerer), often while a status GET is in flight. httpcore
+# 1.0.x can leave the connection of a request cancelled at the wrong moment marked active for good
+# (encode/httpcore#1093): a one-connection client holding it then fails every later call with PoolTimeout,
+# and the cancel that on_kill sends next was the first such call.
+
+CANCEL_ROUNDS = 400
+"""Mid-request cancellations per run: the unlucky moment (the body read, the connection not yet released)
+came once in 40-200 cancellations on this machine."""
+
+
+async def test_polls_cancelled_at_any_moment_leave_the_pool_serving(
+    emulator: SeedanceEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import random
+    import time
+
+    # No retries and a short pool wait: a client left unusable fails the next call at once, by name.
+    use_connection(monkeypatch, emulator, timeout=3, max_retries=0)
+    emulator.set_plan(JobPlan(queue_seconds=600, run_seconds=60))
+    hook = SeedanceHook()
+    request_id = (await hook.asubmit(MODEL, PAYLOAD)).request_id
+    started = time.monotonic()
+    for _ in range(5):
+        await hook.aget_status(request_id)
+    one_call = (time.monotonic() - started) / 5
+    rng = random.Random(1093)
+    for round_ in range(CANCEL_ROUNDS):
+        poll = asyncio.ensure_future(hook.aget_status(request_id))
+        # Anywhere from before the request is written to after its body is read.
+        await asyncio.sleep(rng.uniform(0, 1.3 * one_call))
+        poll.cancel()
+        await asyncio.gather(poll, return_exceptions=True)
+        try:
+            await hook.aget_status(request_id)
+        except SeedanceError as err:
+            pytest.fail(f"the call after cancellation {round_ + 1} failed: {err}")
+    # The API saw every call that got through; the cancelled ones that never left cost nothing.
+    assert emulator.state.count("cancel") == 0
+
+
+async def test_a_cancelled_poll_never_passes_its_connection_on(
+    emulator: SeedanceEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_connection(monkeypatch, emulator, max_retries=0)
+    emulator.set_plan(JobPlan(queue_seconds=600, run_seconds=60))
+    hook = SeedanceHook()
+    request_id = (await hook.asubmit(MODEL, PAYLOAD)).request_id
+    emulator.add_fault(Fault(kind="slow", endpoint="status", delay_seconds=30))
+    poll = asyncio.ensure_future(hook.aget_status(request_id))
+    # Cancel once the GET has reached the server and waits for its answer.
+    for _ in range(2000):
+        if emulator.state.count("status"):
+            break
+        await asyncio.sleep(0.01)
+    poll.cancel()
+    await asyncio.gather(poll, return_exceptions=True)
+
+    outcome = await asyncio.wait_for(hook.acancel(request_id), timeout=20)
+    assert outcome.cancelled
+    submit, status, cancel = emulator.requests()
+    assert (submit.endpoint, status.endpoint, cancel.endpoint) == ("submit", "status", "cancel")
+    # The interrupted connection was closed and its client replaced: the cancel went over a new one.
+    assert cancel.client_port not in (submit.client_port, status.client_port)
 
 
 # -- a private CA -----------------------------------------------------------------------------------------
