@@ -281,7 +281,8 @@ class _AsyncClientPool:
     async def aclose(self) -> None:
         """Close every client (a request still running on one fails)."""
         self.is_closed = True
-        for client in self.clients:
+        # A copy: a request cancelled meanwhile takes its client out of the list (see :meth:`lease`).
+        for client in list(self.clients):
             await client.aclose()
 
 
