@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from functools import cached_property
 from typing import Any
 
+from airflow.providers.common.compat.sdk import TaskInstanceState
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_seedance._state_log import log_state
@@ -114,13 +115,26 @@ class SeedanceRequestTrigger(BaseTrigger):
         With ``cancel_on_kill``, cancel the request when a user kills the deferred task. Best effort.
 
         Airflow 3.3 calls this on mark failed/success and clear. Only queued requests can be cancelled; a
-        running one goes on and is billed. Never called on a triggerer restart or hand-over, which is why
-        cancelling lives here and not in ``cleanup()``. Without ``cancel_on_kill`` (the sensor's trigger)
-        the request is left alone: its owner decides.
+        running one goes on and is billed. Without ``cancel_on_kill`` (the sensor's trigger) the request is
+        left alone: its owner decides.
+
+        Airflow 3.3.2 also calls it on a triggerer that lost the trigger to another one (its heartbeat was
+        late, or two triggerers picked the same trigger up at once): it cancels every trigger no longer
+        assigned to it as a "user action". The task is then still deferred, waiting for the copy the other
+        triggerer runs, so the request is cancelled only once Airflow says the task left the deferred
+        state (or cannot say).
         """
         if not self.cancel_on_kill:
             self.log.info(
                 "Deferred task killed: leaving Seedance request %s alone (this wait does not own it)",
+                self.request_id,
+            )
+            return
+        state = await self._task_state()
+        if state == TaskInstanceState.DEFERRED:
+            self.log.info(
+                "This triggerer stopped waiting for Seedance request %s, but its task is still deferred (the "
+                "trigger moved to another triggerer): not cancelling it",
                 self.request_id,
             )
             return
@@ -138,6 +152,33 @@ class SeedanceRequestTrigger(BaseTrigger):
                 self.request_id,
                 outcome.outcome,
             )
+
+    async def _task_state(self) -> str | None:
+        """Return the current state of the task instance this trigger serves, or ``None`` if unknown."""
+        ti = getattr(self, "task_instance", None)  # set by the triggerer; absent when run on its own
+        if ti is None:
+            return None
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+        from asgiref.sync import sync_to_async
+
+        map_index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else None
+        try:
+            # The supervisor channel is blocking: a worker thread keeps the event loop free.
+            states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
+                dag_id=ti.dag_id, map_index=map_index, task_ids=[ti.task_id], run_ids=[ti.run_id]
+            )
+        except Exception as exc:
+            self.log.warning(
+                "Could not read the state of the task waiting for Seedance request %s (%s: %s); taking the "
+                "kill as a user's",
+                self.request_id,
+                type(exc).__name__,
+                exc,
+            )
+            return None
+        key = ti.task_id if map_index is None else f"{ti.task_id}_{map_index}"
+        state = states.get(ti.run_id, {}).get(key)
+        return None if state is None else str(state)
 
 
 __all__ = ["SeedanceRequestTrigger"]

@@ -15,16 +15,22 @@ generation (the takeover re-polls; it never re-submits).
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from airflow_provider_seedance.testing import JobPlan, SeedanceEmulator
 from airflow_provider_seedance.testing.local_airflow import LocalAirflow, LocalAirflowError
+from airflow_provider_seedance.version_compat import AIRFLOW_V_3_3_PLUS
 from tests._support import TEST_TOKEN, conn_json
+from tests.testing._helpers import FakeClock
 
 pytestmark = pytest.mark.system
 
@@ -41,37 +47,45 @@ PLAN = JobPlan(queue_seconds=1.0, run_seconds=20.0)
 DEFER_TIMEOUT = 90.0
 RUN_TIMEOUT = 120.0
 
-DAG_FILE = textwrap.dedent(
-    f'''
-    """Six mapped deferrable generations, no retries (so every submit is counted)."""
 
-    from __future__ import annotations
+def _dag_file(dag_id: str, prompts: list[str]) -> str:
+    """Return a DAG file of one mapped, deferrable generation per prompt, with no retries."""
+    return textwrap.dedent(
+        f'''
+        """Mapped deferrable generations, no retries (so every submit is counted)."""
 
-    from datetime import datetime
+        from __future__ import annotations
 
-    from airflow.sdk import DAG
+        from datetime import datetime
 
-    from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
+        from airflow.sdk import DAG
 
-    with DAG("{DAG_ID}", schedule=None, start_date=datetime(2025, 1, 1), catchup=False):
-        SeedanceImageToVideoOperator.partial(
-            task_id="{TASK_ID}",
-            first_frame_image_url="https://example.com/first-frame.png",
-            deferrable=True,
-            poll_interval=1.0,
-            timeout=240,
-            retries=0,
-        ).expand(prompt={PROMPTS!r})
-    '''
-)
+        from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
+
+        with DAG("{dag_id}", schedule=None, start_date=datetime(2025, 1, 1), catchup=False):
+            SeedanceImageToVideoOperator.partial(
+                task_id="{TASK_ID}",
+                first_frame_image_url="https://example.com/first-frame.png",
+                deferrable=True,
+                poll_interval=1.0,
+                timeout=240,
+                retries=0,
+            ).expand(prompt={prompts!r})
+        '''
+    )
 
 
-def _assignments(airflow: LocalAirflow, run_id: str) -> dict[int, tuple[int, int | None]]:
+DAG_FILE = _dag_file(DAG_ID, PROMPTS)
+
+
+def _assignments(
+    airflow: LocalAirflow, run_id: str, dag_id: str = DAG_ID
+) -> dict[int, tuple[int, int | None]]:
     """map_index -> (trigger id, triggerer job id) of the run's deferred task instances."""
     rows = airflow.query(
         "SELECT ti.map_index, t.id, t.triggerer_id FROM task_instance ti JOIN trigger t ON ti.trigger_id = "
         "t.id WHERE ti.dag_id = ? AND ti.run_id = ? AND ti.state = 'deferred'",
-        (DAG_ID, run_id),
+        (dag_id, run_id),
     )
     return {int(m): (int(t), None if j is None else int(j)) for m, t, j in rows}
 
@@ -212,12 +226,12 @@ def test_killed_triggerer_hands_its_triggers_to_the_survivor(tmp_path: Path) -> 
                 result = airflow.xcom(DAG_ID, run_id, TASK_ID, map_index=ti.map_index)
                 assert result["status"] == "succeeded", result
                 assert result["video_url"].startswith("http"), result
-                # Every trigger finished on the survivor (it wrote that try's trigger log); the killed
-                # triggerer may have written one for its orphans (if it flushed before it was killed).
+                # Every trigger finished on the survivor (it wrote that try's trigger log). The killed
+                # triggerer may have written one too: for its orphans, and for any trigger both triggerers
+                # picked up at the start, before Airflow settled which one keeps it (seen on SQLite).
                 trigger_logs = {p.name.rsplit(".trigger.", 1)[1] for p in ti.trigger_log_files}
-                allowed = {f"{dead}.log", f"{survivor}.log"} if ti.map_index in orphan_maps else set()
                 assert f"{survivor}.log" in trigger_logs, ti.log_files
-                assert trigger_logs <= allowed | {f"{survivor}.log"}, ti.log_files
+                assert trigger_logs <= {f"{dead}.log", f"{survivor}.log"}, ti.log_files
             # The survivor took every orphan over (seen in the trigger table unless it fired at once), and
             # polled each orphaned request again after the kill.
             assert taken_over <= orphans
@@ -234,6 +248,135 @@ def test_killed_triggerer_hands_its_triggers_to_the_survivor(tmp_path: Path) -> 
                 f"HA: started in {ready_in:.1f} s; killed {KILLED} (job {dead}) {kill_after_submit:.1f} s "
                 f"after the first submit; job {survivor} finished all {elapsed:.1f} s later"
             )
+        finally:
+            airflow.stop()
+            leftovers = airflow.running_processes()
+        assert not leftovers, f"Airflow processes outlived stop(): {leftovers}"
+
+
+# -- on_kill: a user's kill cancels the request, a hand-over to the other triggerer does not ---------------
+
+KILL_DAG_ID = "system_seedance_trigger_on_kill"
+KILL_PROMPTS = [f"On-kill generation {i}: a lantern in the fog" for i in range(3)]
+KEPT_MESSAGE = "its task is still deferred"
+"""What the trigger logs when it stops on a triggerer that lost it (SeedanceRequestTrigger.on_kill)."""
+
+
+def _trigger_log(airflow: LocalAirflow, run_id: str, map_index: int, job: int) -> str:
+    """Return what triggerer ``job`` logged for the trigger of ``map_index`` ('' before it logs anything)."""
+    for ti in airflow.task_instances(KILL_DAG_ID, run_id):
+        if ti.map_index == map_index:
+            for path in ti.trigger_log_files:
+                if path.name.endswith(f".trigger.{job}.log"):
+                    return path.read_text(errors="replace")
+    return ""
+
+
+def _wait(what: str, done: Callable[[], bool], airflow: LocalAirflow, limit: float = DEFER_TIMEOUT) -> None:
+    deadline = time.monotonic() + limit
+    while not done():
+        airflow.check_alive()
+        if time.monotonic() > deadline:
+            raise LocalAirflowError(f"never saw {what} within {limit:.0f} s\n{airflow.log_excerpt()}")
+        time.sleep(0.5)
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="Airflow calls a trigger's on_kill from 3.3 on")
+def test_a_user_kill_cancels_the_request_and_a_hand_over_does_not(tmp_path: Path) -> None:
+    """
+    Airflow 3.3.2 calls ``on_kill`` on a triggerer whose trigger was assigned to the other triggerer (its
+    heartbeat was late, or both picked it up at once), as if a user had killed the task. The task is still
+    deferred there, waiting for the other triggerer's copy: cancelling the request would fail it.
+    """
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "system_seedance_trigger_on_kill.py").write_text(_dag_file(KILL_DAG_ID, KILL_PROMPTS))
+    # The emulator's clock stands still until the end: every request stays queued, hence cancellable.
+    frozen = FakeClock(time.monotonic())
+    with SeedanceEmulator(token=TEST_TOKEN, plan=JobPlan(queue_seconds=5.0, run_seconds=1.0)) as emulator:
+        emulator.state.clock = frozen
+        airflow = LocalAirflow(
+            dags,
+            home=tmp_path / "airflow-home",
+            env={"AIRFLOW_CONN_SEEDANCE_DEFAULT": conn_json(emulator)},
+            triggerers=2,
+            parallelism=len(KILL_PROMPTS),
+            config={"triggerer.job_heartbeat_sec": "1"},
+        )
+        try:
+            airflow.start()
+            airflow.wait_ready()
+            airflow.wait_for_dags(KILL_DAG_ID)
+            airflow.unpause(KILL_DAG_ID)
+            run_id = airflow.trigger(KILL_DAG_ID)
+
+            def all_deferred_and_polled() -> bool:
+                assigned = _assignments(airflow, run_id, KILL_DAG_ID)
+                polls = _polls(emulator)
+                return (
+                    len(assigned) == len(KILL_PROMPTS)
+                    and all(job is not None for _, job in assigned.values())
+                    and len(_heartbeats(airflow)) == 2
+                    and all(polls[job.request_id] >= 1 for job in emulator.state.jobs())
+                )
+
+            _wait("every generation deferred, assigned and polled", all_deferred_and_polled, airflow)
+            assigned = _assignments(airflow, run_id, KILL_DAG_ID)
+            moved_map, killed_map = sorted(assigned)[:2]
+            trigger_id, old_job = assigned[moved_map]
+            assert old_job is not None
+            (new_job,) = set(_heartbeats(airflow)) - {old_job}
+
+            # What Airflow does to the triggers of a triggerer whose heartbeat is late, or what a race between
+            # two triggerers picking the same trigger up leaves: the trigger now belongs to the other one.
+            with contextlib.closing(sqlite3.connect(airflow.db_path, timeout=30)) as db:
+                db.execute("UPDATE trigger SET triggerer_id = ? WHERE id = ?", (new_job, trigger_id))
+                db.commit()
+            _wait(
+                "the old triggerer stop the moved trigger (Airflow 3.3.2 takes that for a kill: on_kill)",
+                lambda: (
+                    "trigger completed"
+                    in _trigger_log(airflow, run_id, moved_map, old_job).partition("invoking on_kill")[2]
+                ),
+                airflow,
+            )
+            assert emulator.state.count("cancel") == 0
+            assert KEPT_MESSAGE in _trigger_log(airflow, run_id, moved_map, old_job)
+            _wait(
+                "the new triggerer running the moved trigger",
+                lambda: bool(_trigger_log(airflow, run_id, moved_map, new_job)),
+                airflow,
+            )
+            assert emulator.state.count("cancel") == 0
+
+            # A user marks another generation failed: its trigger's on_kill cancels the queued request.
+            airflow.api(
+                "PATCH",
+                f"/api/v2/dags/{KILL_DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/{TASK_ID}/"
+                f"{killed_map}",
+                json={"new_state": "failed"},
+            )
+            _wait("the killed generation's cancel", lambda: emulator.state.count("cancel") >= 1, airflow)
+            killed_request = airflow.xcom(
+                KILL_DAG_ID, run_id, TASK_ID, key="request_id", map_index=killed_map
+            )
+
+            # The clock runs on: the other generations finish, the moved one on its new triggerer.
+            offset = frozen.now + 30.0 - time.monotonic()
+            emulator.state.clock = lambda: time.monotonic() + offset
+            assert airflow.wait_for_run(KILL_DAG_ID, run_id, timeout=RUN_TIMEOUT) == "failed"
+
+            states = {
+                ti.map_index: (ti.state, ti.try_number) for ti in airflow.task_instances(KILL_DAG_ID, run_id)
+            }
+            expected = {m: ("success", 1) for m in range(len(KILL_PROMPTS))}
+            expected[killed_map] = ("failed", 1)
+            assert states == expected
+            assert [call.request_id for call in emulator.state.requests("cancel")] == [killed_request]
+            phases = {job.request_id: job.phase for job in emulator.state.jobs()}
+            assert phases.pop(killed_request) == "cancelled"
+            assert set(phases.values()) == {"succeeded"}
+            assert emulator.state.count("submit") == len(KILL_PROMPTS)
         finally:
             airflow.stop()
             leftovers = airflow.running_processes()

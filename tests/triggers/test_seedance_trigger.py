@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -405,6 +406,21 @@ async def test_on_kill_cancels_a_queued_request(emulator: SeedanceEmulator, seed
     hook = SeedanceHook()
     assert hook.get_status(request_id).state is RequestStatus.CANCELLED
     hook.close()
+
+
+async def test_on_kill_cancels_when_airflow_cannot_say_the_task_is_still_deferred(
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs
+) -> None:
+    # Out of a triggerer there is no supervisor to ask for the task's state: a kill is taken as a user's
+    # (the documented promise), and the failed lookup is logged.
+    request_id = submit(emulator, JobPlan(queue_seconds=30, run_seconds=1, outcome="stuck_in_queue"))
+    trigger = trigger_for(request_id, cancel_on_kill=True)
+    trigger.task_instance = SimpleNamespace(  # type: ignore[assignment]
+        dag_id="gen", run_id="manual__1", task_id="generate", map_index=2
+    )
+    await trigger.on_kill()
+    assert emulator.state.count("cancel") == 1
+    assert len(logs.lines("Could not read the state of the task")) == 1
 
 
 async def test_on_kill_of_a_running_request_is_logged_not_raised(
