@@ -75,9 +75,6 @@ def _dag_file(dag_id: str, prompts: list[str]) -> str:
     )
 
 
-DAG_FILE = _dag_file(DAG_ID, PROMPTS)
-
-
 def _assignments(
     airflow: LocalAirflow, run_id: str, dag_id: str = DAG_ID
 ) -> dict[int, tuple[int, int | None]]:
@@ -169,21 +166,33 @@ def _wait_for_run(airflow: LocalAirflow, run_id: str, orphans: set[int], survivo
         time.sleep(0.5)
 
 
-def test_killed_triggerer_hands_its_triggers_to_the_survivor(tmp_path: Path) -> None:
+def _two_triggerers(
+    tmp_path: Path, emulator: SeedanceEmulator, dag_id: str, prompts: list[str], **config: str
+) -> LocalAirflow:
+    """Return an Airflow (not started yet) with two triggerers and the DAG of ``prompts`` as ``dag_id``."""
     dags = tmp_path / "dags"
     dags.mkdir()
-    (dags / "system_seedance_ha_triggerers.py").write_text(DAG_FILE)
+    (dags / f"{dag_id}.py").write_text(_dag_file(dag_id, prompts))
+    return LocalAirflow(
+        dags,
+        home=tmp_path / "airflow-home",
+        env={"AIRFLOW_CONN_SEEDANCE_DEFAULT": conn_json(emulator)},
+        triggerers=2,
+        parallelism=len(prompts),
+        config={"triggerer.job_heartbeat_sec": "1", **config},
+    )
+
+
+def test_killed_triggerer_hands_its_triggers_to_the_survivor(tmp_path: Path) -> None:
     with SeedanceEmulator(token=TEST_TOKEN, plan=PLAN) as emulator:
-        airflow = LocalAirflow(
-            dags,
-            home=tmp_path / "airflow-home",
-            env={"AIRFLOW_CONN_SEEDANCE_DEFAULT": conn_json(emulator)},
-            triggerers=2,
-            parallelism=len(PROMPTS),
-            config={
+        airflow = _two_triggerers(
+            tmp_path,
+            emulator,
+            DAG_ID,
+            PROMPTS,
+            **{
                 "triggerer.capacity": str(CAPACITY),
                 "triggerer.triggerer_health_check_threshold": str(HEALTH_CHECK_THRESHOLD),
-                "triggerer.job_heartbeat_sec": "1",
             },
         )
         try:
@@ -288,21 +297,11 @@ def test_a_user_kill_cancels_the_request_and_a_hand_over_does_not(tmp_path: Path
     heartbeat was late, or both picked it up at once), as if a user had killed the task. The task is still
     deferred there, waiting for the other triggerer's copy: cancelling the request would fail it.
     """
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / "system_seedance_trigger_on_kill.py").write_text(_dag_file(KILL_DAG_ID, KILL_PROMPTS))
     # The emulator's clock stands still until the end: every request stays queued, hence cancellable.
     frozen = FakeClock(time.monotonic())
     with SeedanceEmulator(token=TEST_TOKEN, plan=JobPlan(queue_seconds=5.0, run_seconds=1.0)) as emulator:
         emulator.state.clock = frozen
-        airflow = LocalAirflow(
-            dags,
-            home=tmp_path / "airflow-home",
-            env={"AIRFLOW_CONN_SEEDANCE_DEFAULT": conn_json(emulator)},
-            triggerers=2,
-            parallelism=len(KILL_PROMPTS),
-            config={"triggerer.job_heartbeat_sec": "1"},
-        )
+        airflow = _two_triggerers(tmp_path, emulator, KILL_DAG_ID, KILL_PROMPTS)
         try:
             airflow.start()
             airflow.wait_ready()
