@@ -5,7 +5,7 @@ Methods, each run in a fresh Python process so its peak RSS is its own:
 
 * ``seedance``: this provider's ``SeedanceToS3Operator`` with its defaults: one multipart upload straight
   to the final key (CRC32 per part, SHA-256 computed on the way and reported), the file fetched in
-  parallel ranges over ``download_connections`` (4) connections.
+  parallel ranges over ``download_connections`` (3) connections.
 * ``seedance_single``: the same over one connection (``download_connections=1``): one stream.
 * ``seedance_sha256``: ``sha256_metadata=True`` (``staging="s3"``): staged multipart upload + server-side
   copy that sets the ``sha256`` metadata (the default before the one-pass rule).
