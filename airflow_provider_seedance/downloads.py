@@ -7,8 +7,10 @@ through :func:`new_download_client`, so one set of rules applies everywhere:
   sent, on the first request or on any redirect hop, and a URL with ``user:password@`` is refused (httpx
   would turn it into a Basic ``Authorization`` header). Environment proxies and ``.netrc`` are not used.
 - **No cloud-metadata addresses.** A URL whose host is, or resolves to, a link-local address
-  (``169.254.0.0/16``, ``fe80::/10``, AWS's ``fd00:ec2::254``; also written as an IPv4-mapped IPv6 address
-  or as a decimal, octal or hex number) is refused. The check runs on every connection the client opens
+  (``169.254.0.0/16``, ``fe80::/10``) or one of the other addresses where clouds serve instance metadata
+  (:data:`METADATA_NETWORKS`: AWS's ``fd00:ec2::254``, Alibaba Cloud's ``100.100.100.200``, Volcengine's
+  ``100.96.0.96``...), also written as an IPv4-mapped IPv6 address or as a decimal, octal or hex number, is
+  refused, whatever the private-network setting. The check runs on every connection the client opens
   (each redirect hop included), on the address it actually connects to: the host name is resolved once and
   the socket connects to the address that was checked, so a DNS answer that changes between a check and
   the connection (DNS rebinding) cannot slip through. TLS still verifies the certificate for the host name.
@@ -40,12 +42,20 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOW_PRIVATE_NETWORKS_EXTRA = "allow_private_networks"
 """The ``seedance`` connection extra that refuses private-network downloads when set to ``false``."""
 
-LINK_LOCAL_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
-    ipaddress.ip_network("169.254.0.0/16"),
-    ipaddress.ip_network("fe80::/10"),
-    ipaddress.ip_network("fd00:ec2::254/128"),
+METADATA_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+    ipaddress.ip_network("169.254.0.0/16"),  # link-local: AWS, Azure, Google Cloud, Oracle, Tencent, ECS...
+    ipaddress.ip_network("fe80::/10"),  # link-local IPv6
+    ipaddress.ip_network("fd00:ec2::254/128"),  # AWS instance metadata, IPv6
+    ipaddress.ip_network("fd00:ec2::23/128"),  # AWS EKS Pod Identity agent (credentials), IPv6
+    ipaddress.ip_network("fd20:ce::254/128"),  # Google Cloud metadata server, IPv6
+    ipaddress.ip_network("fd00:42::42/128"),  # Scaleway metadata, IPv6
+    ipaddress.ip_network("100.100.100.200/32"),  # Alibaba Cloud ECS metadata
+    ipaddress.ip_network("100.96.0.96/32"),  # Volcengine / BytePlus ECS metadata
+    ipaddress.ip_network("192.0.0.192/32"),  # Oracle Cloud (Classic) metadata
 )
-"""Never fetched: instance metadata (credentials) of every major cloud lives in these."""
+"""Never fetched, whatever the private-network setting: clouds serve instance metadata, and the credentials of
+the machine's role, at these addresses. Most are link-local; the others sit in ranges downloads otherwise
+reach (``100.64/10`` and ``fc00::/7`` are private, allowed by default; ``192.0.0.192`` counts as public)."""
 
 DEFAULT_MAX_REDIRECTS = 10
 """Redirect hops a download follows before failing (each hop is checked like the first URL)."""
@@ -55,9 +65,10 @@ _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _NUMERIC_HOST = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}$", re.IGNORECASE)
 _SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
 
-LINK_LOCAL_RULE = (
-    "downloads never reach link-local addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254), where cloud "
-    "instance metadata and its credentials live"
+METADATA_RULE = (
+    "downloads never reach link-local addresses (169.254.0.0/16, fe80::/10) nor the other addresses where "
+    "clouds serve instance metadata and its credentials (fd00:ec2::254, fd00:ec2::23, fd20:ce::254, "
+    "fd00:42::42, 100.100.100.200, 100.96.0.96, 192.0.0.192)"
 )
 PRIVATE_RULE = (
     "downloads from private networks are refused by this connection (its extra allow_private_networks is "
@@ -133,8 +144,8 @@ def _address_refusal(address: IPAddress, *, allow_private_networks: bool = True)
         address = ipaddress.IPv6Address(str(address).split("%", 1)[0])
     candidates: list[IPAddress] = [address, *_embedded_ipv4(address)]
     for candidate in candidates:
-        if any(candidate in network for network in LINK_LOCAL_NETWORKS):
-            return LINK_LOCAL_RULE
+        if any(candidate in network for network in METADATA_NETWORKS):
+            return METADATA_RULE
     if allow_private_networks or any(candidate.is_loopback for candidate in candidates):
         return None
     if not all(candidate.is_global for candidate in candidates):
@@ -268,7 +279,7 @@ def new_download_client(
     limits: httpx.Limits | None = None,
 ) -> httpx.Client:
     """
-    Create the client every provider download uses: no credentials, no link-local address, redirects checked.
+    Create the client every provider download uses: no credentials, no metadata address, redirects checked.
 
     :param timeout: seconds allowed to connect and between two reads.
     :param allow_private_networks: ``False`` refuses private-network addresses too (loopback stays allowed).
@@ -326,7 +337,7 @@ def connection_allows_private_networks(conn_id: str | None) -> bool:
 __all__ = [
     "ALLOW_PRIVATE_NETWORKS_EXTRA",
     "DEFAULT_MAX_REDIRECTS",
-    "LINK_LOCAL_NETWORKS",
+    "METADATA_NETWORKS",
     "check_download_url",
     "connection_allows_private_networks",
     "new_download_client",

@@ -11,7 +11,7 @@ How the image is read:
   stops as soon as :data:`MAX_IMAGE_BYTES` bytes have arrived, so a huge or endless body never fills memory.
   It goes through the provider's download client (:mod:`airflow_provider_seedance.downloads`): **no**
   ``Authorization`` header (the API token must never leave the API host), a URL with ``user:password@`` is
-  refused, and so is a host that is or resolves to a link-local (cloud metadata) address, on every redirect
+  refused, and so is a host that is or resolves to a link-local or cloud-metadata address, on every redirect
   hop (private networks too when the connection's extra ``allow_private_networks`` is ``false``).
   Transient failures (connect errors, timeouts, 429, 5xx) are retried with the provider's retry policy,
   honouring ``Retry-After``; a 4xx fails at once, since the API would fail to fetch the same URL.

@@ -1,4 +1,4 @@
-"""The provider's download client: no credentials, no link-local addresses (on every hop), private on request.
+"""The download client: no credentials, no link-local or cloud-metadata address (any hop), private on request.
 
 Every test talks to 127.0.0.1 only. Refused addresses are reached through literal URLs or a scripted
 resolver, under a tripwire that fails the test if any connection leaves loopback: a refusal must happen
@@ -55,11 +55,29 @@ LINK_LOCAL = [
     "2002:a9fe:a9fe::1",
     "::169.254.169.254",
 ]
+# Instance metadata outside the link-local ranges, inside ranges that are otherwise private (allowed by
+# default): each hands out the machine's role credentials to whoever asks from the machine.
+CLOUD_METADATA = [
+    "fd00:ec2::254",  # AWS IMDS, IPv6
+    "fd00:ec2::23",  # AWS EKS Pod Identity agent, IPv6
+    "fd20:ce::254",  # Google Cloud, IPv6
+    "fd00:42::42",  # Scaleway, IPv6
+    "100.100.100.200",  # Alibaba Cloud
+    "100.96.0.96",  # Volcengine / BytePlus (where ByteDance's own cloud runs workers)
+    "192.0.0.192",  # Oracle Cloud Classic
+    "::ffff:100.100.100.200",
+    "::ffff:6460:60",  # 100.96.0.96, IPv4-mapped in hex
+    "64:ff9b::6464:64c8",  # 100.100.100.200 through NAT64
+    "2002:6460:60::1",  # 100.96.0.96 in 6to4
+]
 PRIVATE = [
     "10.0.0.1",
     "172.16.5.4",
     "192.168.1.1",
-    "100.100.100.200",
+    "100.64.0.1",
+    "100.100.100.201",  # next to Alibaba Cloud's metadata address: only that one address is refused
+    "100.96.0.97",
+    "fd00:ec2::253",
     "fc00::1",
     "fd12:3456::1",
     "::ffff:10.0.0.1",
@@ -68,12 +86,13 @@ LOOPBACK = ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"]
 PUBLIC = ["93.184.216.34", "2606:4700::1111", "169.253.255.255", "169.255.0.0", "fec0::1"]
 
 
-@pytest.mark.parametrize("address", LINK_LOCAL)
+@pytest.mark.parametrize("address", LINK_LOCAL + CLOUD_METADATA)
 @pytest.mark.parametrize("allow_private_networks", [True, False])
-def test_link_local_is_always_refused(address: str, allow_private_networks: bool) -> None:
+def test_link_local_and_cloud_metadata_are_always_refused(address: str, allow_private_networks: bool) -> None:
     rule = _address_refusal(ipaddress.ip_address(address), allow_private_networks=allow_private_networks)
     assert rule is not None
     assert "link-local" in rule
+    assert "instance metadata" in rule
 
 
 @pytest.mark.parametrize("address", PRIVATE)
@@ -161,6 +180,10 @@ def test_messages_name_the_host_not_the_query() -> None:
         "http://[fd00:ec2::254]/latest/meta-data/",
         "http://[::ffff:169.254.169.254]/",
         "http://[fe80::1]:8080/",
+        "http://100.100.100.200/latest/meta-data/ram/security-credentials/",
+        "http://1684301000/latest/meta-data/",  # 100.100.100.200 as one decimal number
+        "http://100.96.0.96/latest/iam/security_credentials/",
+        "http://[fd20:ce::254]/computeMetadata/v1/",
     ],
 )
 def test_client_refuses_literal_link_local_without_connecting(
@@ -183,6 +206,19 @@ def test_client_refuses_names_resolving_to_link_local(
     assert "link-local" in message
     assert "secret" not in message
     assert lookups == ["metadata.test"]
+
+
+def test_a_name_for_a_cloud_metadata_service_is_refused_with_private_networks_allowed(
+    no_link_local_traffic: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Private networks are allowed by default (an in-house CDN), but Volcengine's metadata service sits in
+    # 100.64/10: a name pointing there must still be refused, before any byte is sent.
+    resolve_names(monkeypatch, {"cdn.internal.test": "100.96.0.96"})
+    with client(allow_private_networks=True) as http, pytest.raises(SeedanceURLRefusedError) as info:
+        http.get("http://cdn.internal.test/latest/iam/security_credentials/role")
+    message = str(info.value)
+    assert "100.96.0.96" in message
+    assert "instance metadata" in message
 
 
 def test_client_connects_to_the_address_it_checked(

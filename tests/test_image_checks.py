@@ -419,6 +419,7 @@ def test_redirect_to_a_url_with_credentials_is_refused(server: ImageServer) -> N
         "http://[::ffff:169.254.169.254]/latest/meta-data/",
         "http://[fd00:ec2::254]/latest/meta-data/",
         "http://[fe80::1]/frame.png",
+        "http://100.96.0.96/latest/",
     ],
 )
 def test_link_local_images_are_refused_before_connecting(no_link_local_traffic: list[Any], url: str) -> None:

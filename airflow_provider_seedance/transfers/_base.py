@@ -226,7 +226,7 @@ class SeedanceTransferBaseOperator(BaseOperator):
         reconnects are spaced by a backoff that grows while interruptions come in quick succession.
     :param allow_private_networks: ``False`` refuses sources on private networks (``10/8``, ``172.16/12``,
         ``192.168/16``, ``100.64/10``, ``fc00::/7``...), checked on every resolved address and redirect hop.
-        Loopback stays allowed; link-local addresses (cloud metadata) are always refused. The ``seedance``
+        Loopback stays allowed; link-local and cloud-metadata addresses are always refused. The ``seedance``
         connection's extra ``allow_private_networks: false`` refuses them for every transfer using it
         (this flag can only tighten it).
     :param asset_extra: more JSON-serialisable metadata for the outlet Asset events (e.g. ``model_id`` or

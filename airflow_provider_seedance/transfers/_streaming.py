@@ -11,7 +11,7 @@ the sink to :meth:`~DownloadSink.rewind`.
 Downloads use the provider's download client
 (:func:`airflow_provider_seedance.downloads.new_download_client`): never the hook's client, so the RunComfy
 API token (an ``Authorization`` header) can never reach a CDN or any other host; URLs with credentials and
-link-local (cloud metadata) addresses are refused on every hop.
+link-local and cloud-metadata addresses are refused on every hop.
 
 A server may answer a range with fewer bytes than asked (some CDNs cap every ``206``): the download asks
 again from where each complete answer ends until the size announced by ``Content-Length`` or by the first

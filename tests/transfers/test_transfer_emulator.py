@@ -376,6 +376,7 @@ def test_redirect_to_a_url_with_credentials_is_refused(emulator: SeedanceEmulato
         "http://2852039166/latest/meta-data/",
         "http://[fd00:ec2::254]/latest/meta-data/",
         "http://metadata.google.internal/computeMetadata/v1/",
+        "http://100.100.100.200/latest/meta-data/ram/security-credentials/",
     ],
 )
 def test_redirect_to_the_metadata_address_is_refused(
