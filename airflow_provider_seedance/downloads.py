@@ -52,10 +52,12 @@ METADATA_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
     ipaddress.ip_network("100.100.100.200/32"),  # Alibaba Cloud ECS metadata
     ipaddress.ip_network("100.96.0.96/32"),  # Volcengine / BytePlus ECS metadata
     ipaddress.ip_network("192.0.0.192/32"),  # Oracle Cloud (Classic) metadata
+    ipaddress.ip_network("168.63.129.16/32"),  # Azure WireServer (the VM agent's configuration and secrets)
 )
 """Never fetched, whatever the private-network setting: clouds serve instance metadata, and the credentials of
 the machine's role, at these addresses. Most are link-local; the others sit in ranges downloads otherwise
-reach (``100.64/10`` and ``fc00::/7`` are private, allowed by default; ``192.0.0.192`` counts as public)."""
+reach (``100.64/10`` and ``fc00::/7`` are private, allowed by default; ``192.0.0.192`` and Azure's
+``168.63.129.16`` count as public)."""
 
 DEFAULT_MAX_REDIRECTS = 10
 """Redirect hops a download follows before failing (each hop is checked like the first URL)."""
@@ -66,9 +68,11 @@ _NUMERIC_HOST = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+))
 _SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
 
 METADATA_RULE = (
-    "downloads never reach link-local addresses (169.254.0.0/16, fe80::/10) nor the other addresses where "
-    "clouds serve instance metadata and its credentials (fd00:ec2::254, fd00:ec2::23, fd20:ce::254, "
-    "fd00:42::42, 100.100.100.200, 100.96.0.96, 192.0.0.192)"
+    "downloads never reach link-local addresses ("
+    + ", ".join(str(network) for network in METADATA_NETWORKS if network.num_addresses > 1)
+    + ") nor the other addresses where clouds serve instance metadata and its credentials ("
+    + ", ".join(str(network.network_address) for network in METADATA_NETWORKS if network.num_addresses == 1)
+    + ")"
 )
 PRIVATE_RULE = (
     "downloads from private networks are refused by this connection (its extra allow_private_networks is "

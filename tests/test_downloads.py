@@ -65,6 +65,7 @@ CLOUD_METADATA = [
     "100.100.100.200",  # Alibaba Cloud
     "100.96.0.96",  # Volcengine / BytePlus (where ByteDance's own cloud runs workers)
     "192.0.0.192",  # Oracle Cloud Classic
+    "168.63.129.16",  # Azure WireServer
     "::ffff:100.100.100.200",
     "::ffff:6460:60",  # 100.96.0.96, IPv4-mapped in hex
     "64:ff9b::6464:64c8",  # 100.100.100.200 through NAT64
