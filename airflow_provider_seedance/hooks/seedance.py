@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import ssl
 import weakref
@@ -139,8 +140,43 @@ def payload_to_body(payload: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
     try:
         json.dumps(body, allow_nan=False)
     except (TypeError, ValueError) as err:
-        raise SeedanceInputError(f"input: every value must be JSON-serialisable ({err})") from None
+        where, rule = _json_problem(body, "input") or ("input", str(err))
+        raise SeedanceInputError(
+            f"{where}: every value must be JSON-serialisable ({rule})",
+            [{"field": where, "rule": f"JSON-serialisable: {rule}"}],
+        ) from None
     return body
+
+
+_JSON_KEYS = (str, int, float, bool, type(None))
+
+
+def _json_problem(value: Any, path: str) -> tuple[str, str] | None:
+    """
+    Return the path of the first value JSON cannot carry (``input.shots[2].seed``) and why, or ``None``.
+
+    :param value: the value to look into.
+    :param path: its own path, for the message.
+    """
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, f"{value!r} is not a JSON number")
+    if value is None or isinstance(value, (str, int)):
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, _JSON_KEYS):
+                return path, f"a key of type {type(key).__name__} cannot be a JSON object key"
+            found = _json_problem(item, f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _json_problem(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+        return None
+    return path, f"a value of type {type(value).__name__} has no JSON form"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -198,8 +198,11 @@ def test_typed_input_errors_raise_before_any_request(
     ("model_id", "input_", "match"),
     [
         ("bad model id", {"prompt": "x"}, "model_id"),
-        (MODEL, {"prompt": float("nan")}, "JSON-serialisable"),
-        (MODEL, {"prompt": object()}, "JSON-serialisable"),
+        (MODEL, {"prompt": float("nan")}, r"^input\.prompt: every value must be JSON-serialisable \(nan "),
+        (MODEL, {"prompt": object()}, r"^input\.prompt: .*\(a value of type object has no JSON form"),
+        (MODEL, {"shots": [{"seed": 1}, {"seed": float("inf")}]}, r"^input\.shots\[1\]\.seed: .*\(inf "),
+        (MODEL, {"tags": {"a", "b"}}, r"^input\.tags: .*a value of type set has no JSON form"),
+        (MODEL, {"extra": {("a", 1): 2}}, r"^input\.extra: .*a key of type tuple"),
         (MODEL, "not json", "not JSON"),
         (MODEL, ["prompt"], "mapping"),
     ],
