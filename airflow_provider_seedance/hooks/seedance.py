@@ -151,32 +151,36 @@ def payload_to_body(payload: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
 _JSON_KEYS = (str, int, float, bool, type(None))
 
 
-def _json_problem(value: Any, path: str) -> tuple[str, str] | None:
+def _json_problem(value: Any, path: str, within: tuple[int, ...] = ()) -> tuple[str, str] | None:
     """
     Return the path of the first value JSON cannot carry (``input.shots[2].seed``) and why, or ``None``.
 
     :param value: the value to look into.
     :param path: its own path, for the message.
+    :param within: the ids of the containers holding it (a container inside itself has no JSON form).
     """
     if isinstance(value, float):
         return None if math.isfinite(value) else (path, f"{value!r} is not a JSON number")
     if value is None or isinstance(value, (str, int)):
         return None
+    if not isinstance(value, (dict, list, tuple)):
+        return path, f"a value of type {type(value).__name__} has no JSON form"
+    if id(value) in within:
+        return path, "it contains itself"
+    within = (*within, id(value))
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, _JSON_KEYS):
                 return path, f"a key of type {type(key).__name__} cannot be a JSON object key"
-            found = _json_problem(item, f"{path}.{key}")
+            found = _json_problem(item, f"{path}.{key}", within)
             if found is not None:
                 return found
         return None
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            found = _json_problem(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-        return None
-    return path, f"a value of type {type(value).__name__} has no JSON form"
+    for index, item in enumerate(value):
+        found = _json_problem(item, f"{path}[{index}]", within)
+        if found is not None:
+            return found
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -280,6 +280,18 @@ def test_bad_arguments_fail_before_any_request(
     assert emulator.state.requests() == []
 
 
+def test_an_input_that_contains_itself_is_refused_naming_where(
+    hook: SeedanceHook, emulator: SeedanceEmulator
+) -> None:
+    # json.dumps only says "Circular reference detected"; the message must still name the field.
+    steps: list[object] = [{"seed": 1}]
+    steps.append(steps)
+    with pytest.raises(SeedanceInputError, match=r"^input\.steps\[1\]: .*\(it contains itself\)") as info:
+        hook.submit(MODEL, {"prompt": "x", "steps": steps})
+    assert info.value.errors == [{"field": "input.steps[1]", "rule": "JSON-serialisable: it contains itself"}]
+    assert emulator.state.requests() == []
+
+
 # -- submit is never retried -------------------------------------------------------------------------------
 
 
