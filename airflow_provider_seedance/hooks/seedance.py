@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import re
 import ssl
 import weakref
 from collections.abc import AsyncIterator, Mapping
@@ -149,6 +150,12 @@ def payload_to_body(payload: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
 
 
 _JSON_KEYS = (str, int, float, bool, type(None))
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def _key_path(path: str, key: object) -> str:
+    """Name a mapping entry: ``input.seed`` for a plain key, ``input['a b']`` for any other."""
+    return f"{path}.{key}" if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else f"{path}[{key!r}]"
 
 
 def _json_problem(value: Any, path: str, within: tuple[int, ...] = ()) -> tuple[str, str] | None:
@@ -172,7 +179,7 @@ def _json_problem(value: Any, path: str, within: tuple[int, ...] = ()) -> tuple[
         for key, item in value.items():
             if not isinstance(key, _JSON_KEYS):
                 return path, f"a key of type {type(key).__name__} cannot be a JSON object key"
-            found = _json_problem(item, f"{path}.{key}", within)
+            found = _json_problem(item, _key_path(path, key), within)
             if found is not None:
                 return found
         return None

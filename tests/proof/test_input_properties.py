@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import inspect
 import json
+import re
 import string
 from typing import TYPE_CHECKING, Any, cast
 
@@ -401,11 +402,19 @@ class _Opaque:
     )
 )
 def test_invalid_generic_input_is_refused(api: SeedanceEmulator, data: Any) -> None:
-    """An input that is not a JSON object (or holds what JSON cannot carry) is refused as ``input``."""
+    """An input that is not a JSON object is refused as ``input``; a value JSON cannot carry, by its key."""
     api.reset()
     operator = SeedanceSubmitOperator(
         task_id="generic", model_id=GENERIC_MODEL, input=data, wait_for_completion=False
     )
-    with pytest.raises(SeedanceInputError, match=r"^input: "):
+    if isinstance(data, dict):
+        key = next(iter(data))  # every value of these dictionaries is one JSON cannot carry
+        plain = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key)
+        where = f"input.{key}" if plain else f"input[{key!r}]"
+    else:
+        where = "input"
+    with pytest.raises(SeedanceInputError, match=f"^{re.escape(where)}: ") as info:
         operator.execute(new_context())
+    if isinstance(data, dict):
+        assert info.value.errors[0]["field"] == where
     assert api.state.count() == 0
