@@ -9,13 +9,22 @@ operators' return value (:func:`build_generation_result`) and the trigger event 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any, ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 from airflow_provider_seedance.exceptions import SeedanceError, SeedanceInputError
 
@@ -350,6 +359,23 @@ class _Response(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
+def _informational_number(value: object, handler: ValidatorFunctionWrapHandler) -> Any:
+    """
+    Read a field that only informs (a queue position, a cost): a value that is not a finite number >= 0 is
+    ``None``.
+
+    An odd value there (``"n/a"``, ``2.5`` for a position, ``-1``, ``true``) must not turn a good answer into
+    a failed poll, nor fail a task whose video was generated and paid for.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = handler(value)
+    except ValidationError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
 class SubmitResponse(_Response):
     """Answer of ``POST /v1/models/{model_id}``."""
 
@@ -375,6 +401,8 @@ class StatusResponse(_Response):
     status_url: str | None = None
     result_url: str | None = None
 
+    _queue_position = field_validator("queue_position", mode="wrap")(_informational_number)
+
     @property
     def state(self) -> RequestStatus:
         """The status, interpreted by the shared policy."""
@@ -392,6 +420,8 @@ class ResultResponse(_Response):
     error: Any = None
     failure_reason: Any = None
     cost: float | None = None
+
+    _cost = field_validator("cost", mode="wrap")(_informational_number)
 
     @property
     def state(self) -> RequestStatus:
