@@ -640,6 +640,10 @@ class _Gate:
                 record.fault = fault.kind
             if fault.kind in ("http_error", "error_200"):
                 raise _fault_error(fault)
+            if fault.kind == "redirect" and fault.location and authenticate_call:
+                # An API call is sent elsewhere before it is handled (a submit creates no job), the way a
+                # gateway moving the API would; 307 keeps the method, so a client that follows it re-POSTs.
+                raise ApiError(307, None, "Moved (injected fault)", headers={"location": fault.location})
             if fault.kind == "slow":
                 await self.pause(fault.delay_seconds)
         return _Call(request, endpoint, token, fault, self.closing)

@@ -95,7 +95,6 @@ OutputStyle = Literal["auto", "video", "videos", "both"]
 _STATUS_ONLY_KINDS = {
     "unknown_status": frozenset({"status", "result"}),
     "capped_range": frozenset({"download"}),
-    "redirect": frozenset({"download"}),
 }
 _NOT_FOR_DOWNLOADS = frozenset({"malformed_json", "payload_with_error"})
 
@@ -166,7 +165,8 @@ class Fault(BaseModel):
     ``{"code": 500, "message": "..."}``); its HTTP status is 200 unless ``status_code`` is set.
     ``capped_range`` and ``redirect`` shape downloads the way some CDNs do: a ranged request answered with
     at most ``cap_bytes`` bytes (a valid ``206`` whose ``Content-Range`` names the full size), or a ``302``
-    to ``location``.
+    to ``location``. A ``redirect`` aimed at an API call answers ``307`` to ``location`` instead of
+    handling the call (a redirected submit creates no job).
 
     :param kind: ``http_error``, ``error_200``, ``payload_with_error``, ``malformed_json``, ``drop``,
         ``slow``, ``truncated``, ``unknown_status``, ``capped_range`` or ``redirect``.
