@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -93,6 +94,58 @@ def _error_fields(body: Any) -> tuple[int | None, str]:
     return code, message
 
 
+def _finite_or_none(text: str) -> float | None:
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+SECRET_MASK = "***"
+"""What replaces the API token wherever an answer repeats it (as Airflow's secrets masker writes)."""
+
+SECRET_MASK_MIN_LENGTH = 5
+"""Shorter tokens are not masked in answers (Airflow's ``min_length_masked_secret`` default): masking a
+token of a letter or two would rewrite ordinary words of the answer, such as its status."""
+
+
+def _sent_token(response: httpx.Response) -> str | None:
+    """Return the bearer token the request behind ``response`` carried, if any (downloads carry none)."""
+    try:
+        header = response.request.headers.get("authorization", "")
+    except RuntimeError:  # a response made by hand has no request
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and len(token) >= SECRET_MASK_MIN_LENGTH else None
+
+
+def _masked(value: Any, secret: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(secret, SECRET_MASK)
+    if isinstance(value, list):
+        return [_masked(item, secret) for item in value]
+    if isinstance(value, dict):
+        return {_masked(key, secret): _masked(item, secret) for key, item in value.items()}
+    return value
+
+
+def read_json(response: httpx.Response) -> Any:
+    """
+    Return an answer's JSON body, without the API token and without numbers JSON does not have.
+
+    - An answer that repeats the token (``"Invalid token sk-..."``, a debug echo of the request) has it
+      replaced by :data:`SECRET_MASK` everywhere, keys included: the body feeds exception messages, trigger
+      events, XComs and logs, where the token must never appear.
+    - ``NaN``, ``Infinity`` and numbers beyond a float's range are read as null. Python's json accepts them
+      although JSON has no such values; carried into an XCom, a trigger event or the metadata database they
+      would make Airflow's own serialisation fail, after the video was paid for.
+
+    :param response: the HTTP response (fully read).
+    """
+    body = response.json(parse_constant=lambda _name: None, parse_float=_finite_or_none)
+    secret = _sent_token(response)
+    return _masked(body, secret) if secret else body
+
+
 def interpret_response(
     response: httpx.Response, *, call: str, request_id: str | None = None
 ) -> dict[str, Any]:
@@ -106,7 +159,7 @@ def interpret_response(
     status = response.status_code
     about = f" for request {request_id}" if request_id else ""
     try:
-        body: Any = response.json()
+        body: Any = read_json(response)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
         body = None
         if 200 <= status < 300:
@@ -117,8 +170,9 @@ def interpret_response(
             ) from None
 
     code, message = _error_fields(body)
-    # Some RunComfy APIs answer HTTP 200 with an error body: that is an error, not a success.
-    if 200 <= status < 300 and code is None and isinstance(body, dict):
+    # Some RunComfy APIs answer HTTP 200 with an error body: that is an error, not a success. A code of 0 is
+    # the common way of saying "no error" (the submit answer reads it the same way).
+    if 200 <= status < 300 and code in (None, 0) and isinstance(body, dict):
         return body
     if 200 <= status < 300 and not isinstance(body, dict):
         raise SeedanceMalformedResponseError(
@@ -128,6 +182,8 @@ def interpret_response(
         )
 
     retry_after = parse_retry_after(response.headers.get("retry-after"))
+    # The reason phrase and a redirect's Location are the server's words too: they may repeat the token.
+    secret = _sent_token(response)
     text = message or response.reason_phrase or "no details"
     prefix = f"Seedance {call}{about} failed: HTTP {status}" + (f", error_code {code}" if code else "")
     # Only idempotent calls are retried: a submit never is (no idempotency key), so its hint must not say so.
@@ -140,9 +196,40 @@ def interpret_response(
         cls, hint = SeedanceServerError, f"The API had a server error; {retried}"
     elif status in _HTTP_STATUSES:
         cls, hint = _HTTP_STATUSES[status]
+    elif 300 <= status < 400:
+        cls, hint = SeedanceAPIError, _redirect_hint(response)
     else:
         cls, hint = SeedanceAPIError, "See the RunComfy error codes documentation."
-    return _raise(cls, f"{prefix}: {text}. {hint}", status, code, request_id, retry_after)
+    full = f"{prefix}: {text}. {hint}"
+    return _raise(cls, _masked(full, secret) if secret else full, status, code, request_id, retry_after)
+
+
+def _redirect_hint(response: httpx.Response) -> str:
+    """
+    Explain a redirect from the API: it is never followed, since the token must not leave the configured host.
+
+    The target is shown without credentials, query or fragment (they may carry signatures).
+
+    :param response: the 3xx answer.
+    """
+    location = response.headers.get("location", "").strip()
+    try:
+        base: httpx.URL | None = response.request.url
+    except RuntimeError:  # a response made by hand has no request
+        base = None
+    try:
+        target = (base.join(location) if base is not None else httpx.URL(location)) if location else None
+    except httpx.InvalidURL:
+        target = None
+    never = "redirects are never followed, so the API token never leaves the connection's host"
+    if target is None or target.scheme not in ("http", "https") or not target.host:
+        shown = "no address" if not location else "an address that is not an http(s) URL"
+        return f"The API redirected the call to {shown}; {never}."
+    origin = f"{target.scheme}://{target.host}" + (f":{target.port}" if target.port else "")
+    return (
+        f"The API redirected the call to {origin}{target.path}; {never}. If {origin} is the RunComfy API "
+        f"(e.g. http:// moved to https://), set it as the connection's Base URL."
+    )
 
 
 def _raise(
@@ -275,7 +362,7 @@ def parse_submission(response: httpx.Response, *, model_id: str) -> SubmitRespon
     :param model_id: the model submitted to, for the error message.
     """
     try:
-        body: Any = response.json()
+        body: Any = read_json(response)
     except ValueError:  # not JSON (json.JSONDecodeError and UnicodeDecodeError are ValueErrors)
         body = None
     if isinstance(body, Mapping) and body.get("request_id") is not None:
@@ -348,13 +435,34 @@ def _created_request(response: httpx.Response, body: Mapping[str, Any], *, model
 
 
 def parse_body(model: type[Model], data: dict[str, Any], call: str, request_id: str | None) -> Model:
+    """
+    Validate an answer's body as ``model``, refusing one that is about another request than the one asked.
+
+    A proxy or cache that mixes answers up, or an API bug, must never let this request report another one's
+    outcome (and copy someone else's video): such an answer is malformed, so the call is retried and, if it
+    persists, fails naming both ids.
+
+    :param model: the response model.
+    :param data: the JSON object of a successful answer.
+    :param call: what was called, for messages.
+    :param request_id: the request the call was about, if any.
+    """
+    about = f" for request {request_id}" if request_id else ""
     try:
-        return model.model_validate(data)
+        parsed = model.model_validate(data)
     except ValidationError as err:
-        about = f" for request {request_id}" if request_id else ""
         first = err.errors()[0]
         raise SeedanceMalformedResponseError(
             f"The API's {call} answer{about} does not have the expected shape: "
             f"{'.'.join(map(str, first['loc']))}: {first['msg']}.",
             request_id=request_id,
         ) from None
+    named = getattr(parsed, "request_id", None)
+    if request_id and named is not None and named != request_id:
+        shown = repr(named) if len(repr(named)) <= 80 else repr(named)[:77] + "..."
+        raise SeedanceMalformedResponseError(
+            f"The API's {call} answer{about} is about request {shown}; another request's answer is never "
+            f"used (a proxy or cache between Airflow and the API may be mixing answers up).",
+            request_id=request_id,
+        )
+    return parsed

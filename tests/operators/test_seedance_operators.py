@@ -424,6 +424,29 @@ def test_sync_mode_polls_to_success(emulator: SeedanceEmulator, seedance_conn: s
     assert emulator.state.count("result") == 1
 
 
+@pytest.mark.parametrize(
+    "cost", [float("nan"), float("inf"), -1.0, "free"], ids=["nan", "inf", "negative", "word"]
+)
+def test_sync_mode_an_odd_cost_is_none_and_the_return_value_is_strict_json(
+    emulator: SeedanceEmulator, seedance_conn: str, cost: Any
+) -> None:
+    # The video exists and was paid for: an odd informational value must neither fail the task nor put a
+    # NaN into the XCom (not JSON: Airflow's API server and a Postgres JSON column refuse it).
+    emulator.set_plan(JobPlan(queue_seconds=0, run_seconds=0.1))
+    emulator.add_fault(
+        Fault(
+            kind="payload_with_error",
+            endpoint="result",
+            body={"cost": cost, "metrics": {"fps": float("nan")}},
+        )
+    )
+    result = i2v(deferrable=False).execute(make_context(FakeTaskInstance(), FakeTaskStateStore()))
+    assert result["status"] == "succeeded"
+    assert result["cost"] is None
+    json.dumps(result, allow_nan=False)
+    assert emulator.state.count("result") == 1
+
+
 def test_sync_mode_failure_carries_the_api_error(emulator: SeedanceEmulator, seedance_conn: str) -> None:
     emulator.set_plan(JobPlan(queue_seconds=0, run_seconds=0.1, outcome="fail", error="out of GPU memory"))
     with pytest.raises(SeedanceRequestFailedError, match="failed: out of GPU memory") as err:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -264,6 +265,42 @@ async def test_succeeded_without_video(emulator: SeedanceEmulator, seedance_conn
     payload = await first_event(trigger_for(request_id))
     assert payload["status"] == "succeeded"
     assert "holds no video URL" in payload["message"]
+
+
+async def test_another_requests_result_is_never_reported(
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs
+) -> None:
+    # A proxy or cache answering with another request's result: that video must never become this one's.
+    request_id = submit(emulator, JobPlan(queue_seconds=0, run_seconds=0))
+    emulator.add_fault(
+        Fault(
+            kind="payload_with_error",
+            endpoint="result",
+            body={"request_id": "someone-elses-request"},
+            times=None,
+        )
+    )
+    payload = await first_event(trigger_for(request_id, seconds=1.5, poll=0.1))
+
+    assert payload["status"] == "timeout"
+    assert payload["result"] is None
+    assert "someone-elses-request" not in json.dumps(payload)
+    assert logs.lines("'someone-elses-request'; another request's answer is never used")
+
+
+async def test_non_json_numbers_in_the_result_never_reach_the_event(
+    emulator: SeedanceEmulator, seedance_conn: str
+) -> None:
+    request_id = submit(emulator, JobPlan(queue_seconds=0, run_seconds=0))
+    emulator.add_fault(
+        Fault(kind="payload_with_error", endpoint="result", body={"cost": math.nan, "progress": math.inf})
+    )
+    payload = await first_event(trigger_for(request_id))
+
+    assert payload["status"] == "succeeded"
+    assert payload["result"]["cost"] is None
+    assert payload["result"]["progress"] is None
+    json.dumps(payload, allow_nan=False)  # the event is stored as JSON: no NaN or infinity may be left
 
 
 # -- "not found" right after the submit, and right after the end ---------------------------------------------
