@@ -778,6 +778,24 @@ def _api_router(gate: _Gate) -> APIRouter:
     return router
 
 
+DEAD_LINK_PAGE = (
+    "<!DOCTYPE html><html><head><title>Link expired</title></head><body>This link has expired.</body></html>"
+)
+"""The page an ``error_page`` fault serves when it names no ``body``."""
+
+
+def _dead_link_answer(fault: Fault, closing: threading.Event) -> Response:
+    """Answer a download as a CDN does for a link it no longer serves: ``200`` with a page, or nothing."""
+    if fault.kind == "error_page":
+        page = fault.body if isinstance(fault.body, str) else DEAD_LINK_PAGE
+        return Response(page.encode("utf-8"), status_code=200, media_type="text/html; charset=utf-8")
+    if fault.hide_length:
+        return StreamedResponse(
+            status_code=200, headers={}, chunks=[], cut_after=None, closing=closing, media_type="video/mp4"
+        )
+    return Response(b"", status_code=200, media_type="video/mp4")
+
+
 def _files_router(gate: _Gate) -> APIRouter:
     """Route the public output files: a request's videos, and generated files of any size."""
     state, closing = gate.state, gate.closing
@@ -786,6 +804,8 @@ def _files_router(gate: _Gate) -> APIRouter:
         fault = call.fault
         if fault is not None and fault.kind == "redirect" and fault.location:
             return Response(status_code=302, headers={"location": fault.location})
+        if fault is not None and fault.kind in ("error_page", "empty_body"):
+            return _dead_link_answer(fault, closing)
         headers = {"etag": body.etag, "cache-control": "public, max-age=86400"}
         span = None
         if state.ranges_enabled:

@@ -87,6 +87,8 @@ FaultKind = Literal[
     "unknown_status",
     "capped_range",
     "redirect",
+    "error_page",
+    "empty_body",
 ]
 Outcome = Literal["succeed", "fail", "stuck_in_queue", "stuck_running"]
 Phase = Literal["in_queue", "in_progress", "succeeded", "failed", "cancelled"]
@@ -95,6 +97,8 @@ OutputStyle = Literal["auto", "video", "videos", "both"]
 _STATUS_ONLY_KINDS = {
     "unknown_status": frozenset({"status", "result"}),
     "capped_range": frozenset({"download"}),
+    "error_page": frozenset({"download"}),
+    "empty_body": frozenset({"download"}),
 }
 _NOT_FOR_DOWNLOADS = frozenset({"malformed_json", "payload_with_error"})
 
@@ -166,10 +170,14 @@ class Fault(BaseModel):
     ``capped_range`` and ``redirect`` shape downloads the way some CDNs do: a ranged request answered with
     at most ``cap_bytes`` bytes (a valid ``206`` whose ``Content-Range`` names the full size), or a ``302``
     to ``location``. A ``redirect`` aimed at an API call answers ``307`` to ``location`` instead of
-    handling the call (a redirected submit creates no job).
+    handling the call (a redirected submit creates no job). ``error_page`` and ``empty_body`` answer a
+    download the way a CDN does for a link it no longer serves: ``200`` with an HTML page (``body``, else
+    a short "link expired" page), or ``200`` with no bytes at all (``Content-Length: 0``, or chunked with
+    ``hide_length``).
 
     :param kind: ``http_error``, ``error_200``, ``payload_with_error``, ``malformed_json``, ``drop``,
-        ``slow``, ``truncated``, ``unknown_status``, ``capped_range`` or ``redirect``.
+        ``slow``, ``truncated``, ``unknown_status``, ``capped_range``, ``redirect``, ``error_page`` or
+        ``empty_body``.
     :param endpoint: ``submit``, ``status``, ``result``, ``cancel``, ``model``, ``download`` or ``any``.
     :param model_id: only calls about this model (for request calls: the model the request was submitted to).
     :param request_id: only calls about this request.
@@ -227,9 +235,13 @@ class Fault(BaseModel):
             raise ValueError(f"a {self.kind} fault applies only to JSON endpoints, not downloads")
         if self.kind == "redirect" and not self.location:
             raise ValueError("a redirect fault needs a location")
-        if self.kind == "malformed_json" and self.body is not None and not isinstance(self.body, str):
+        if (
+            self.kind in ("malformed_json", "error_page")
+            and self.body is not None
+            and not isinstance(self.body, str)
+        ):
             raise ValueError(
-                "the body of a malformed_json fault is the raw text to send, so it must be a string"
+                f"the body of a {self.kind} fault is the raw text to send, so it must be a string"
             )
         if self.kind == "payload_with_error" and self.body is not None and not isinstance(self.body, dict):
             raise ValueError(

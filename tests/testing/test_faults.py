@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from airflow_provider_seedance.testing import Fault, JobPlan, SeedanceEmulator
-from airflow_provider_seedance.testing.app import DEFAULT_MALFORMED_BODY
+from airflow_provider_seedance.testing.app import DEAD_LINK_PAGE, DEFAULT_MALFORMED_BODY
 from tests.testing._helpers import I2V, I2V_INPUT, submit
 
 
@@ -210,3 +210,47 @@ def test_faults_apply_only_after_authentication(
     emu.add_fault(Fault(kind="http_error", endpoint="status", status_code=503))
     assert anonymous.get(f"/v1/requests/{request_id}/status").status_code == 401
     assert len(emu.state.faults()) == 1
+
+
+def test_error_page_answers_a_download_with_200_html(client: httpx.Client, emu: SeedanceEmulator) -> None:
+    emu.add_fault(Fault(kind="error_page", endpoint="download"))
+    answer = client.get("/files/generated/4096.mp4")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/html")
+    assert answer.content == DEAD_LINK_PAGE.encode()
+    assert len(client.get("/files/generated/4096.mp4").content) == 4096  # one call only
+
+
+@pytest.mark.parametrize("hide_length", [False, True])
+def test_empty_body_answers_a_download_with_200_and_no_bytes(
+    client: httpx.Client, emu: SeedanceEmulator, hide_length: bool
+) -> None:
+    emu.add_fault(Fault(kind="empty_body", endpoint="download", hide_length=hide_length))
+    answer = client.get("/files/generated/4096.mp4")
+    assert answer.status_code == 200
+    assert answer.content == b""
+    assert answer.headers.get("content-length") == (None if hide_length else "0")
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "error_page", "endpoint": "status"},
+        {"kind": "empty_body", "endpoint": "submit"},
+        {"kind": "error_page", "endpoint": "download", "body": {"not": "text"}},
+    ],
+    ids=["page-on-status", "empty-on-submit", "page-body-not-text"],
+)
+def test_dead_link_faults_only_shape_downloads(fault: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        Fault.model_validate(fault)
+
+
+def test_a_redirect_aimed_at_an_api_call_answers_307_and_creates_nothing(
+    client: httpx.Client, emu: SeedanceEmulator
+) -> None:
+    emu.add_fault(Fault(kind="redirect", endpoint="submit", location="https://elsewhere.example/v1"))
+    answer = client.post(f"/v1/models/{I2V}", json=I2V_INPUT)
+    assert answer.status_code == 307
+    assert answer.headers["location"] == "https://elsewhere.example/v1"
+    assert emu.state.jobs() == []
