@@ -71,6 +71,10 @@ MIN_PART_SIZE = 5 * MiB
 DEFAULT_CONTENT_TYPE = "video/mp4"
 """Content type stored when the source does not send one (Seedance outputs are MP4 files)."""
 
+WEB_PAGE_MEDIA_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+"""Media types that are a web page, never a generated file: a CDN's "link expired" or sign-in page, sent
+with a 200, is refused instead of being stored as the video."""
+
 DEFAULT_DOWNLOAD_TIMEOUT_SECONDS = 60.0
 """Seconds allowed to connect, and between two reads of the body (not for the whole download)."""
 
@@ -473,6 +477,9 @@ class StreamingDownload:
                     self.max_resumes,
                 )
                 time.sleep(delay)
+        if self._received == 0:
+            # Announced nothing and sent nothing (chunked): as empty as a Content-Length of 0.
+            raise _empty_source(self.shown)
         seconds = self._progress.finished()
         return DownloadResult(
             url=self.url,
@@ -639,6 +646,15 @@ class StreamingDownload:
 
     def _accept_full(self, response: httpx.Response, offset: int, sink: DownloadSink | None) -> None:
         info = _source_info(self.url, response, size=_content_length(response))
+        if info.size == 0:
+            raise _empty_source(self.shown)
+        media_type = info.content_type.partition(";")[0].strip().lower()
+        if media_type in WEB_PAGE_MEDIA_TYPES:
+            raise SeedanceTransferError(
+                f"Download of {self.shown} answered with a web page (HTTP {response.status_code}, "
+                f"Content-Type {media_type}), not a video: the link has likely expired or needs a sign-in. "
+                f"Nothing was stored; RunComfy output URLs are not kept forever, copy outputs promptly."
+            )
         if self.info is not None and offset > 0:
             # We asked for a range and got the whole file: restart from byte 0.
             self.log.warning(
@@ -699,6 +715,13 @@ class StreamingDownload:
         self._hasher = hashlib.sha256()
         if self._progress is not None:
             self._progress.restarted()
+
+
+def _empty_source(shown: str) -> SeedanceIntegrityError:
+    return SeedanceIntegrityError(
+        f"Download of {shown} answered with an empty file (0 bytes), which is never a video: the link may "
+        f"have expired. Nothing was stored."
+    )
 
 
 def _content_length(response: httpx.Response) -> int | None:

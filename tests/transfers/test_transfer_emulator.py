@@ -476,3 +476,57 @@ def test_link_dropping_too_often_fails_and_stores_nothing(emulator: SeedanceEmul
         )
     assert len(downloads(emulator)) == 4
     assert_nothing_left(s3)
+
+
+# -- a dead link answered with 200: a web page or nothing ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (Fault(kind="error_page", endpoint="download", times=None), "web page"),
+        (
+            Fault(
+                kind="error_page",
+                endpoint="download",
+                body="<html><body>Please sign in</body></html>",
+                times=None,
+            ),
+            "web page",
+        ),
+        (Fault(kind="empty_body", endpoint="download", times=None), "empty file"),
+        (Fault(kind="empty_body", endpoint="download", hide_length=True, times=None), "empty file"),
+    ],
+    ids=["expired-page", "sign-in-page", "empty", "empty-chunked"],
+)
+def test_a_dead_link_answering_200_stores_nothing(
+    emulator: SeedanceEmulator, s3: Any, fault: Fault, expected: str
+) -> None:
+    # CDNs answer a link they no longer serve with 200 too: a page, or no bytes. Neither is a video.
+    emulator.add_fault(fault)
+    with pytest.raises(SeedanceTransferError, match=expected) as caught:
+        run(source_urls=emulator.url("/files/generated/4096.mp4"), dest_key=f"s3://{BUCKET}/clip.mp4")
+    assert "Nothing was stored" in str(caught.value)
+    assert len(downloads(emulator)) == 1  # a dead link is not asked again
+    assert_nothing_left(s3)
+
+
+@pytest.mark.parametrize(
+    ("connections", "good_ranges"), [(1, 0), (3, 1)], ids=["resume-gets-a-page", "ranges-get-pages"]
+)
+def test_a_link_dying_in_the_middle_of_a_multipart_copy_leaves_nothing(
+    emulator: SeedanceEmulator, s3: Any, connections: int, good_ranges: int
+) -> None:
+    # The first answer is cut after a part was uploaded (one connection), or a first range is served (three);
+    # every later answer, the resume or the other ranges, is the expiry page.
+    size = 12 * MiB + 17
+    emulator.add_fault(Fault(kind="truncated", endpoint="download", truncate_at_bytes=6 * MiB))
+    emulator.add_fault(Fault(kind="error_page", endpoint="download", skip=good_ranges, times=None))
+    with pytest.raises(SeedanceTransferError, match="web page"):
+        run(
+            source_urls=emulator.url(f"/files/generated/{size}.mp4"),
+            dest_key=f"s3://{BUCKET}/big.mp4",
+            part_size=5 * MiB,
+            download_connections=connections,
+        )
+    assert_nothing_left(s3)
