@@ -7,7 +7,7 @@ import json
 import math
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -37,6 +37,27 @@ def foreign(endpoint: str, times: int | None = None) -> Fault:
     return Fault(kind="payload_with_error", endpoint=endpoint, body={"request_id": OTHER}, times=times)
 
 
+def async_error(call: Callable[[], Awaitable[object]]) -> BaseException:
+    """Run an async hook call in a fresh event loop and return what it raised (it must raise)."""
+
+    async def go() -> BaseException:
+        try:
+            await call()
+        except BaseException as exc:
+            return exc
+        finally:
+            await aclose_shared_clients()
+        raise AssertionError("the call succeeded")
+
+    return asyncio.run(go())
+
+
+def queued(emulator: SeedanceEmulator, hook: SeedanceHook) -> str:
+    """Submit a request that stays queued for the test's whole length; return its id."""
+    emulator.set_plan(QUEUED)
+    return hook.submit(MODEL, PAYLOAD).request_id
+
+
 def finished(emulator: SeedanceEmulator, hook: SeedanceHook) -> str:
     emulator.set_plan(JobPlan(queue_seconds=0, run_seconds=0))
     request_id = hook.submit(MODEL, PAYLOAD).request_id
@@ -54,8 +75,7 @@ def finished(emulator: SeedanceEmulator, hook: SeedanceHook) -> str:
 def test_an_answer_about_another_request_is_refused_naming_both(
     emulator: SeedanceEmulator, hook: SeedanceHook, endpoint: str
 ) -> None:
-    emulator.set_plan(QUEUED)
-    request_id = hook.submit(MODEL, PAYLOAD).request_id
+    request_id = queued(emulator, hook)
     emulator.add_fault(foreign(endpoint))
     call = {"status": hook.get_status, "result": hook.get_result, "cancel": hook.cancel}[endpoint]
     with pytest.raises(SeedanceMalformedResponseError) as raised:
@@ -86,16 +106,7 @@ def test_another_requests_answer_is_refused_on_the_async_side(
     request_id = finished(emulator, hook)
     emulator.add_fault(foreign("result"))
 
-    async def go() -> BaseException:
-        try:
-            await hook.aget_result(request_id)
-        except BaseException as exc:
-            return exc
-        finally:
-            await aclose_shared_clients()
-        raise AssertionError("another request's result was accepted")
-
-    caught = asyncio.run(go())
+    caught = async_error(lambda: hook.aget_result(request_id))
     assert isinstance(caught, SeedanceMalformedResponseError)
     assert repr(OTHER) in str(caught)
 
@@ -104,8 +115,7 @@ def test_an_answer_naming_no_request_is_still_accepted(
     emulator: SeedanceEmulator, hook: SeedanceHook
 ) -> None:
     # The contract lists request_id in every answer, but an answer without it names nobody else.
-    emulator.set_plan(QUEUED)
-    request_id = hook.submit(MODEL, PAYLOAD).request_id
+    request_id = queued(emulator, hook)
     emulator.add_fault(Fault(kind="payload_with_error", endpoint="status", body={"request_id": None}))
     assert hook.get_status(request_id).state is RequestStatus.IN_QUEUE
     assert emulator.state.count("status") == 1
@@ -118,8 +128,7 @@ def test_an_answer_naming_no_request_is_still_accepted(
 def test_an_odd_queue_position_does_not_fail_the_poll(
     emulator: SeedanceEmulator, hook: SeedanceHook, position: Any
 ) -> None:
-    emulator.set_plan(QUEUED)
-    request_id = hook.submit(MODEL, PAYLOAD).request_id
+    request_id = queued(emulator, hook)
     emulator.add_fault(Fault(kind="payload_with_error", endpoint="status", body={"queue_position": position}))
     status = hook.get_status(request_id)
     assert status.state is RequestStatus.IN_QUEUE
@@ -154,8 +163,7 @@ def test_an_odd_cost_does_not_fail_a_paid_result(
 
 
 def test_a_status_answer_with_code_zero_is_a_success(emulator: SeedanceEmulator, hook: SeedanceHook) -> None:
-    emulator.set_plan(QUEUED)
-    request_id = hook.submit(MODEL, PAYLOAD).request_id
+    request_id = queued(emulator, hook)
     emulator.add_fault(Fault(kind="payload_with_error", endpoint="status", body={"code": 0, "message": "ok"}))
     assert hook.get_status(request_id).state is RequestStatus.IN_QUEUE
     # ... while a real error code beside a normal answer is still an error.
@@ -236,8 +244,7 @@ def trap_url(listener: socket.socket) -> str:
 def test_a_redirect_is_never_followed_and_says_where_it_pointed(
     emulator: SeedanceEmulator, hook: SeedanceHook, trap: socket.socket, endpoint: str
 ) -> None:
-    emulator.set_plan(QUEUED)
-    request_id = hook.submit(MODEL, PAYLOAD).request_id
+    request_id = queued(emulator, hook)
     emulator.add_fault(
         Fault(kind="redirect", endpoint=endpoint, location=f"{trap_url(trap)}/collect?sig=s3cr3t#frag")
     )
@@ -265,20 +272,10 @@ def test_a_redirect_is_never_followed_and_says_where_it_pointed(
 def test_a_redirect_is_never_followed_on_the_async_side(
     emulator: SeedanceEmulator, hook: SeedanceHook, trap: socket.socket
 ) -> None:
-    emulator.set_plan(QUEUED)
-    request_id = hook.submit(MODEL, PAYLOAD).request_id
+    request_id = queued(emulator, hook)
     emulator.add_fault(Fault(kind="redirect", endpoint="status", location=f"{trap_url(trap)}/v1/requests"))
 
-    async def go() -> BaseException:
-        try:
-            await hook.aget_status(request_id)
-        except BaseException as exc:
-            return exc
-        finally:
-            await aclose_shared_clients()
-        raise AssertionError("the redirect was followed")
-
-    caught = asyncio.run(go())
+    caught = async_error(lambda: hook.aget_status(request_id))
     assert isinstance(caught, SeedanceAPIError)
     assert "redirects are never followed" in str(caught)
     assert not visited(trap)
@@ -299,8 +296,7 @@ def test_the_connection_test_reports_a_redirect(
 
 
 def test_an_error_repeating_the_token_never_shows_it(emulator: SeedanceEmulator, hook: SeedanceHook) -> None:
-    emulator.set_plan(QUEUED)
-    request_id = hook.submit(MODEL, PAYLOAD).request_id
+    request_id = queued(emulator, hook)
     emulator.add_fault(
         Fault(
             kind="http_error",
@@ -321,8 +317,7 @@ def test_an_error_repeating_the_token_never_shows_it(emulator: SeedanceEmulator,
 def test_a_body_repeating_the_token_is_masked_everywhere_in_it(
     emulator: SeedanceEmulator, hook: SeedanceHook
 ) -> None:
-    emulator.set_plan(QUEUED)
-    request_id = hook.submit(MODEL, PAYLOAD).request_id
+    request_id = queued(emulator, hook)
     echo = {"debug": {"headers": [f"Authorization: Bearer {TEST_TOKEN}"]}, TEST_TOKEN: "as a key"}
     emulator.add_fault(Fault(kind="payload_with_error", endpoint="status", body=echo))
     status = hook.get_status(request_id)
@@ -335,8 +330,7 @@ def test_a_body_repeating_the_token_is_masked_everywhere_in_it(
 def test_a_redirect_naming_the_token_never_shows_it(
     emulator: SeedanceEmulator, hook: SeedanceHook, trap: socket.socket
 ) -> None:
-    emulator.set_plan(QUEUED)
-    request_id = hook.submit(MODEL, PAYLOAD).request_id
+    request_id = queued(emulator, hook)
     emulator.add_fault(Fault(kind="redirect", endpoint="result", location=f"{trap_url(trap)}/k/{TEST_TOKEN}"))
     with pytest.raises(SeedanceAPIError) as raised:
         hook.get_result(request_id)
