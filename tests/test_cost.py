@@ -340,6 +340,26 @@ def test_over_budget_fails_before_any_submit(emulator: SeedanceEmulator, seedanc
     assert emulator.state.count("model") == 1
 
 
+@pytest.mark.parametrize("on_unknown", ["allow", "fail"])
+def test_another_models_price_is_never_used_for_the_budget(
+    emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs, on_unknown: str
+) -> None:
+    # A cache answering the catalog call with a cheaper model's entry must not let a 0.3 USD video through
+    # a 0.25 USD budget: the answer is refused, so the price is unknown and on_unknown_cost decides.
+    cheap = {"model_id": "bytedance/seedance-1-0/lite/image-to-video", "base_price_usd": 0.001}
+    emulator.add_fault(Fault(kind="payload_with_error", endpoint="model", body=cheap, times=None))
+    op = i2v(max_cost_usd=0.25, on_unknown_cost=on_unknown)
+    if on_unknown == "fail":
+        with pytest.raises(SeedanceCostLimitError, match="another model's answer is never used"):
+            op.execute(make_context(store=FakeTaskStateStore()))
+        assert emulator.state.count("submit") == 0
+    else:
+        op.execute(make_context(store=FakeTaskStateStore()))
+        assert "NOT enforced" in logs.text()
+        assert "another model's answer is never used" in logs.text()
+    assert emulator.state.count("model") == 4  # retried like any garbled answer (conn_json: 3 retries)
+
+
 def test_under_budget_submits_once_and_returns_the_billed_cost(
     emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs
 ) -> None:

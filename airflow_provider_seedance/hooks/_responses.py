@@ -434,20 +434,28 @@ def _created_request(response: httpx.Response, body: Mapping[str, Any], *, model
         return SubmitResponse(request_id=named)
 
 
-def parse_body(model: type[Model], data: dict[str, Any], call: str, request_id: str | None) -> Model:
+def parse_body(
+    model: type[Model],
+    data: dict[str, Any],
+    call: str,
+    request_id: str | None,
+    *,
+    model_id: str | None = None,
+) -> Model:
     """
-    Validate an answer's body as ``model``, refusing one that is about another request than the one asked.
+    Validate an answer's body as ``model``, refusing one about another request (or model) than the one asked.
 
     A proxy or cache that mixes answers up, or an API bug, must never let this request report another one's
-    outcome (and copy someone else's video): such an answer is malformed, so the call is retried and, if it
-    persists, fails naming both ids.
+    outcome (and copy someone else's video), nor price a submission at another model's rate: such an answer
+    is malformed, so the call is retried and, if it persists, fails naming both ids.
 
     :param model: the response model.
     :param data: the JSON object of a successful answer.
     :param call: what was called, for messages.
     :param request_id: the request the call was about, if any.
+    :param model_id: the model the call was about (the catalog), if any.
     """
-    about = f" for request {request_id}" if request_id else ""
+    about = f" for request {request_id}" if request_id else f" for model {model_id}" if model_id else ""
     try:
         parsed = model.model_validate(data)
     except ValidationError as err:
@@ -457,12 +465,13 @@ def parse_body(model: type[Model], data: dict[str, Any], call: str, request_id: 
             f"{'.'.join(map(str, first['loc']))}: {first['msg']}.",
             request_id=request_id,
         ) from None
-    named = getattr(parsed, "request_id", None)
-    if request_id and named is not None and named != request_id:
-        shown = repr(named) if len(repr(named)) <= 80 else repr(named)[:77] + "..."
-        raise SeedanceMalformedResponseError(
-            f"The API's {call} answer{about} is about request {shown}; another request's answer is never "
-            f"used (a proxy or cache between Airflow and the API may be mixing answers up).",
-            request_id=request_id,
-        )
+    for kind, asked in (("request", request_id), ("model", model_id)):
+        named = getattr(parsed, f"{kind}_id", None)
+        if asked and isinstance(named, str) and named.strip("/") != asked.strip("/"):
+            shown = repr(named) if len(repr(named)) <= 80 else repr(named)[:77] + "..."
+            raise SeedanceMalformedResponseError(
+                f"The API's {call} answer{about} is about {kind} {shown}; another {kind}'s answer is never "
+                f"used (a proxy or cache between Airflow and the API may be mixing answers up).",
+                request_id=request_id,
+            )
     return parsed

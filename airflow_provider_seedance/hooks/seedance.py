@@ -487,6 +487,7 @@ class SeedanceHook(BaseHook):
         params: dict[str, Any] | None = None,
         *,
         deadline: float | None = None,
+        model_id: str | None = None,
     ) -> Model:
         config = self.config
         for attempt in retrying(call, config.max_retries, config.backoff(), deadline=deadline):
@@ -499,7 +500,11 @@ class SeedanceHook(BaseHook):
                 if failure is not None:
                     raise failure  # raised outside `except`: h11's text (may quote a header) is not chained
                 return parse_body(
-                    model, interpret_response(response, call=call, request_id=request_id), call, request_id
+                    model,
+                    interpret_response(response, call=call, request_id=request_id),
+                    call,
+                    request_id,
+                    model_id=model_id,
                 )
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
@@ -579,7 +584,15 @@ class SeedanceHook(BaseHook):
         :param model_id: the RunComfy model id.
         """
         model_id = check_model_id(model_id)
-        return self._get("model", f"/v1/models/{model_id}", ModelInfo)
+        return self._idempotent(
+            "model",
+            "GET",
+            f"/v1/models/{model_id}",
+            ModelInfo,
+            None,
+            deadline=self.deadline,
+            model_id=model_id,
+        )
 
     def test_connection(self) -> tuple[bool, str]:
         """
@@ -616,6 +629,7 @@ class SeedanceHook(BaseHook):
         params: dict[str, Any] | None = None,
         *,
         deadline: float | None = None,
+        model_id: str | None = None,
     ) -> Model:
         config = await self.aget_config()
         pool = _shared_async_pool(config)
@@ -630,7 +644,11 @@ class SeedanceHook(BaseHook):
                 if failure is not None:
                     raise failure  # raised outside `except`: h11's text (may quote a header) is not chained
                 return parse_body(
-                    model, interpret_response(response, call=call, request_id=request_id), call, request_id
+                    model,
+                    interpret_response(response, call=call, request_id=request_id),
+                    call,
+                    request_id,
+                    model_id=model_id,
                 )
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
@@ -710,7 +728,13 @@ class SeedanceHook(BaseHook):
         """
         model_id = check_model_id(model_id)
         return await self._aidempotent(
-            "model", "GET", f"/v1/models/{model_id}", ModelInfo, None, deadline=self.deadline
+            "model",
+            "GET",
+            f"/v1/models/{model_id}",
+            ModelInfo,
+            None,
+            deadline=self.deadline,
+            model_id=model_id,
         )
 
     def _log_cancel(self, request_id: str, outcome: CancelResponse) -> None:

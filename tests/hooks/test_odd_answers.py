@@ -111,6 +111,26 @@ def test_another_requests_answer_is_refused_on_the_async_side(
     assert repr(OTHER) in str(caught)
 
 
+def test_a_catalog_answer_about_another_model_is_refused(
+    emulator: SeedanceEmulator, hook: SeedanceHook
+) -> None:
+    other = "bytedance/seedance-1-0/lite/image-to-video"
+    emulator.add_fault(Fault(kind="payload_with_error", endpoint="model", body={"model_id": other}))
+    assert hook.get_model(MODEL).model_id == MODEL  # one mix-up, then the right answer
+    emulator.add_fault(
+        Fault(kind="payload_with_error", endpoint="model", body={"model_id": other}, times=None)
+    )
+    with pytest.raises(SeedanceMalformedResponseError, match=f"is about model {other!r}"):
+        hook.get_model(MODEL)
+    caught = async_error(lambda: hook.aget_model(MODEL))
+    assert isinstance(caught, SeedanceMalformedResponseError)
+    assert f"for model {MODEL} is about model {other!r}" in str(caught)
+    # The same id written with a leading or trailing slash is the same model.
+    emulator.state.clear_faults()
+    emulator.add_fault(Fault(kind="payload_with_error", endpoint="model", body={"model_id": f"/{MODEL}/"}))
+    assert hook.get_model(MODEL).base_price_usd is not None
+
+
 def test_an_answer_naming_no_request_is_still_accepted(
     emulator: SeedanceEmulator, hook: SeedanceHook
 ) -> None:
