@@ -866,9 +866,11 @@ def _files_router(gate: _Gate) -> APIRouter:
         return serve_file(call, video_for(job.plan.video_size_bytes))
 
     router = APIRouter()
-    # The generated-file route comes before the output-file route it would otherwise fall into.
+    # The generated-file routes come before the output-file route they would otherwise fall into. The named
+    # one serves the same bytes under any file name (spaces, non-ASCII), as CDNs serve uploads.
     for path, endpoint in (
         ("/files/generated/{size_bytes:int}.mp4", generated_file),
+        ("/files/generated/{size_bytes:int}/{name:path}", generated_file),
         ("/files/{request_id}/{index:int}.mp4", output_file),
     ):
         router.add_route(path, endpoint, methods=["GET"], include_in_schema=False)

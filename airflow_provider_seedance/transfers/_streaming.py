@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
@@ -152,9 +152,16 @@ def source_identity(url: str) -> str:
     It is what the ``source-url`` metadata records and what an idempotent rerun compares: a signed link
     fetched again later carries a different signature but names the same file.
 
+    S3 metadata is ASCII only (botocore refuses anything else before sending), so a character outside
+    ASCII, in a file name such as ``视频.mp4`` or a host, is percent-encoded as UTF-8; an ASCII URL is
+    recorded exactly as before.
+
     :param url: the source URL.
     """
-    return redact_url(url).removesuffix("?...")
+    return quote(redact_url(url).removesuffix("?..."), safe=_PRINTABLE_ASCII)
+
+
+_PRINTABLE_ASCII = "".join(map(chr, range(0x20, 0x7F)))
 
 
 # ---------------------------------------------------------------------------------------------------------

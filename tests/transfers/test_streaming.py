@@ -228,6 +228,21 @@ def test_redact_url(url: str, shown: str) -> None:
     assert source_identity(url) == shown.removesuffix("?...")
 
 
+@pytest.mark.parametrize(
+    ("url", "identity"),
+    [
+        ("https://cdn.example.com/视频/é.mp4?sig=1", "https://cdn.example.com/%E8%A7%86%E9%A2%91/%C3%A9.mp4"),
+        ("https://视频.example/a.mp4", "https://%E8%A7%86%E9%A2%91.example/a.mp4"),
+        # ASCII is recorded exactly as before, escapes and spaces included (older copies still match).
+        ("https://cdn.example.com/a%20b/c d.mp4?x=1", "https://cdn.example.com/a%20b/c d.mp4"),
+    ],
+    ids=["non-ascii-path", "non-ascii-host", "ascii-unchanged"],
+)
+def test_source_identity_is_ascii(url: str, identity: str) -> None:
+    assert source_identity(url) == identity
+    assert source_identity(url).isascii()
+
+
 @pytest.mark.parametrize("bad", ["", "   ", "ftp://host/file", "/relative/path.mp4", "https://", None, 42])
 def test_check_source_url_rejects(bad: object) -> None:
     with pytest.raises(ValueError, match="source URL"):

@@ -530,3 +530,28 @@ def test_a_link_dying_in_the_middle_of_a_multipart_copy_leaves_nothing(
             download_connections=connections,
         )
     assert_nothing_left(s3)
+
+
+# -- a file name outside ASCII ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [4096, 12 * MiB + 17], ids=["one-part", "multipart"])
+def test_a_file_name_outside_ascii_is_copied_and_recorded_in_ascii(
+    emulator: SeedanceEmulator, s3: Any, size: int
+) -> None:
+    # S3 metadata is ASCII only: botocore refused the whole copy when source-url held the name as is.
+    url = emulator.url(f"/files/generated/{size}/视频 clip é.mp4")
+    uris, ti = run(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4", part_size=5 * MiB)
+
+    assert uris == [f"s3://{BUCKET}/clip.mp4"]
+    head = s3.head_object(Bucket=BUCKET, Key="clip.mp4")
+    assert head["ContentLength"] == size
+    recorded = head["Metadata"]["source-url"]
+    assert recorded == emulator.url(f"/files/generated/{size}/%E8%A7%86%E9%A2%91 clip %C3%A9.mp4")
+    assert ti.xcom["objects"][0]["sha256"] == sha_of_generated(size)
+    # The recorded identity is stable: a rerun recognises its own copy and downloads nothing more.
+    fetched = len(downloads(emulator))
+    _, again = run(source_urls=url, dest_key=f"s3://{BUCKET}/clip.mp4", part_size=5 * MiB)
+    assert again.xcom["objects"][0]["skipped"] is True
+    assert len(downloads(emulator)) == fetched
+    assert_nothing_left(s3, ["clip.mp4"])
