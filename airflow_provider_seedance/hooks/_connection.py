@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -30,6 +31,40 @@ PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 TOKEN_PATTERN = re.compile(r"^[\x21-\x7e]+$")
 """What a bearer token may hold: visible ASCII. h11 refuses control characters in a header (and quotes the
 whole header in its error), httpx refuses non-ASCII, and no RunComfy token has a space."""
+
+
+_CLEARTEXT_WARNED: set[str] = set()
+"""Base URLs already warned about in this process (one line, not one per trigger of a fan-in)."""
+
+
+def cleartext_warning(config: SeedanceConnectionConfig, conn_id: str) -> str | None:
+    """
+    Return a warning, once per process and base URL, when the token would cross a network unencrypted.
+
+    ``http://`` stays allowed (an emulator in a container, a test endpoint), but outside the loopback
+    interface anyone on the path can read the bearer token of every call.
+
+    :param config: the resolved connection.
+    :param conn_id: its id, for the message.
+    """
+    url = httpx.URL(config.base_url)
+    if url.scheme != "http" or _is_loopback(url.host) or config.base_url in _CLEARTEXT_WARNED:
+        return None
+    _CLEARTEXT_WARNED.add(config.base_url)
+    return (
+        f"Connection {conn_id!r} sends the API token unencrypted (http://) to {redact_url(config.base_url)}: "
+        f"anyone on the network path can read it. Use https:// unless this is an emulator on a network you "
+        f"trust."
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

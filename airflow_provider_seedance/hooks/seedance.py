@@ -30,7 +30,11 @@ from airflow_provider_seedance.exceptions import (
     SeedanceNotFoundError,
 )
 from airflow_provider_seedance.get_provider_info import CONN_FIELDS, DEFAULT_BASE_URL, UI_FIELD_BEHAVIOUR
-from airflow_provider_seedance.hooks._connection import SeedanceConnectionConfig, normalize_base_url
+from airflow_provider_seedance.hooks._connection import (
+    SeedanceConnectionConfig,
+    cleartext_warning,
+    normalize_base_url,
+)
 from airflow_provider_seedance.hooks._responses import (
     Model,
     interpret_response,
@@ -422,6 +426,9 @@ class SeedanceHook(BaseHook):
         :param conn: the Airflow connection.
         """
         config = SeedanceConnectionConfig.from_connection(conn, self.seedance_conn_id)
+        warning = cleartext_warning(config, self.seedance_conn_id)
+        if warning:
+            self.log.warning(warning)
         # replace() carries every other field (TLS, proxy) over unchanged.
         return dataclasses.replace(
             config,

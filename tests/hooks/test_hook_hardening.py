@@ -27,6 +27,7 @@ from airflow_provider_seedance.hooks.seedance import (
 from airflow_provider_seedance.models import SEEDANCE_1_5_PRO_I2V_MODEL_ID
 from airflow_provider_seedance.testing import Fault, SeedanceEmulator
 from tests._support import conn_json
+from tests.operators._dag_support import CapturedLogs
 
 MODEL = SEEDANCE_1_5_PRO_I2V_MODEL_ID
 PAYLOAD = {"prompt": "A lighthouse at dusk", "first_frame_image_url": "https://example.com/l.png"}
@@ -352,3 +353,41 @@ def test_connection_probe_answers(
     if ok:
         assert "token was accepted" in message
     assert emulator.state.count("submit") == 0
+
+
+# -- a token sent unencrypted -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [
+        ("http://203.0.113.7:8765", True),
+        ("http://emulator:8765", True),
+        ("http://user:pw@api.example.com", True),
+        ("http://127.0.0.1:8765", False),
+        ("http://127.8.9.10", False),
+        ("http://localhost:8765", False),
+        ("http://[::1]:8765", False),
+        ("https://model-api.runcomfy.net", False),
+        ("model-api.runcomfy.net", False),  # no scheme: https
+    ],
+)
+def test_a_token_sent_unencrypted_over_a_network_is_warned_about_once(
+    monkeypatch: pytest.MonkeyPatch, logs: CapturedLogs, host: str, warned: bool
+) -> None:
+    from airflow_provider_seedance.hooks import _connection
+
+    monkeypatch.setattr(_connection, "_CLEARTEXT_WARNED", set())
+    token = "sk-cleartext-5d1e-token"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SEEDANCE_PLAIN", json.dumps({"conn_type": "seedance", "host": host, "password": token})
+    )
+    for _ in range(3):  # three hooks, e.g. three triggers of a fan-in: one line
+        SeedanceHook("seedance_plain").config  # noqa: B018 - resolving the connection is the point
+    lines = logs.lines("unencrypted")
+    assert len(lines) == (1 if warned else 0)
+    if warned:
+        assert "'seedance_plain'" in lines[0]
+        assert "Use https://" in lines[0]
+        assert "pw" not in lines[0]
+    assert token not in logs.text()
