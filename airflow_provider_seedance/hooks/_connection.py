@@ -33,28 +33,39 @@ TOKEN_PATTERN = re.compile(r"^[\x21-\x7e]+$")
 whole header in its error), httpx refuses non-ASCII, and no RunComfy token has a space."""
 
 
-_CLEARTEXT_WARNED: set[str] = set()
-"""Base URLs already warned about in this process (one line, not one per trigger of a fan-in)."""
+_TOKEN_EXPOSURE_WARNED: set[str] = set()
+"""Connection settings already warned about in this process (one line, not one per trigger of a fan-in)."""
 
 
-def cleartext_warning(config: SeedanceConnectionConfig, conn_id: str) -> str | None:
+def token_exposure_warning(config: SeedanceConnectionConfig, conn_id: str) -> str | None:
     """
-    Return a warning, once per process and base URL, when the token would cross a network unencrypted.
+    Return a warning, once per process and connection setting, when the token could be read on the network.
 
-    ``http://`` stays allowed (an emulator in a container, a test endpoint), but outside the loopback
-    interface anyone on the path can read the bearer token of every call.
+    ``http://`` and ``verify: false`` stay allowed (an emulator in a container, a test endpoint with a
+    self-signed certificate), but outside the loopback interface anyone on the path can read the bearer
+    token of every call: in clear text, or by impersonating an API whose certificate is not checked.
 
     :param config: the resolved connection.
     :param conn_id: its id, for the message.
     """
     url = httpx.URL(config.base_url)
-    if url.scheme != "http" or _is_loopback(url.host) or config.base_url in _CLEARTEXT_WARNED:
+    if _is_loopback(url.host):
         return None
-    _CLEARTEXT_WARNED.add(config.base_url)
+    if url.scheme == "http":
+        problem = "sends the API token unencrypted (http://)"
+        advice = "Use https://"
+    elif not config.verify:
+        problem = "does not verify the TLS certificate (extra verify: false) when it sends the API token"
+        advice = "Set ca_bundle to the endpoint's CA instead of verify: false"
+    else:
+        return None
+    key = f"{url.scheme}:{config.verify}:{config.base_url}"
+    if key in _TOKEN_EXPOSURE_WARNED:
+        return None
+    _TOKEN_EXPOSURE_WARNED.add(key)
     return (
-        f"Connection {conn_id!r} sends the API token unencrypted (http://) to {redact_url(config.base_url)}: "
-        f"anyone on the network path can read it. Use https:// unless this is an emulator on a network you "
-        f"trust."
+        f"Connection {conn_id!r} {problem} to {redact_url(config.base_url)}: anyone on the network path can "
+        f"read it. {advice} unless this is an emulator on a network you trust."
     )
 
 

@@ -32,8 +32,8 @@ from airflow_provider_seedance.exceptions import (
 from airflow_provider_seedance.get_provider_info import CONN_FIELDS, DEFAULT_BASE_URL, UI_FIELD_BEHAVIOUR
 from airflow_provider_seedance.hooks._connection import (
     SeedanceConnectionConfig,
-    cleartext_warning,
     normalize_base_url,
+    token_exposure_warning,
 )
 from airflow_provider_seedance.hooks._responses import (
     Model,
@@ -426,7 +426,7 @@ class SeedanceHook(BaseHook):
         :param conn: the Airflow connection.
         """
         config = SeedanceConnectionConfig.from_connection(conn, self.seedance_conn_id)
-        warning = cleartext_warning(config, self.seedance_conn_id)
+        warning = token_exposure_warning(config, self.seedance_conn_id)
         if warning:
             self.log.warning(warning)
         # replace() carries every other field (TLS, proxy) over unchanged.

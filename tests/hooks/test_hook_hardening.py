@@ -377,7 +377,7 @@ def test_a_token_sent_unencrypted_over_a_network_is_warned_about_once(
 ) -> None:
     from airflow_provider_seedance.hooks import _connection
 
-    monkeypatch.setattr(_connection, "_CLEARTEXT_WARNED", set())
+    monkeypatch.setattr(_connection, "_TOKEN_EXPOSURE_WARNED", set())
     token = "sk-cleartext-5d1e-token"
     monkeypatch.setenv(
         "AIRFLOW_CONN_SEEDANCE_PLAIN", json.dumps({"conn_type": "seedance", "host": host, "password": token})
@@ -391,3 +391,34 @@ def test_a_token_sent_unencrypted_over_a_network_is_warned_about_once(
         assert "Use https://" in lines[0]
         assert "pw" not in lines[0]
     assert token not in logs.text()
+
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [("https://api.example.com", True), ("https://127.0.0.1:8443", False), ("https://localhost", False)],
+)
+def test_an_unverified_certificate_off_loopback_is_warned_about_once(
+    monkeypatch: pytest.MonkeyPatch, logs: CapturedLogs, host: str, warned: bool
+) -> None:
+    from airflow_provider_seedance.hooks import _connection
+
+    monkeypatch.setattr(_connection, "_TOKEN_EXPOSURE_WARNED", set())
+    fields = {
+        "conn_type": "seedance",
+        "host": host,
+        "password": "sk-unverified-88c1",
+        "extra": {"verify": False},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_SEEDANCE_UNVERIFIED", json.dumps(fields))
+    for _ in range(3):
+        SeedanceHook("seedance_unverified").config  # noqa: B018 - resolving the connection is the point
+    lines = logs.lines("does not verify the TLS certificate")
+    assert len(lines) == (1 if warned else 0)
+    if warned:
+        assert "ca_bundle" in lines[0]
+    # The same host with verification on says nothing.
+    fields["extra"] = {}
+    monkeypatch.setenv("AIRFLOW_CONN_SEEDANCE_UNVERIFIED", json.dumps(fields))
+    SeedanceHook("seedance_unverified").config  # noqa: B018
+    assert len(logs.lines("does not verify the TLS certificate")) == len(lines)
+    assert "sk-unverified-88c1" not in logs.text()
