@@ -49,7 +49,7 @@ from airflow_provider_seedance.exceptions import (
     SeedanceURLRefusedError,
 )
 from airflow_provider_seedance.hooks.retry import BackoffWait, parse_retry_after, retrying
-from airflow_provider_seedance.models import check_media_url
+from airflow_provider_seedance.models import check_media_url, unsigned_input
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -305,10 +305,10 @@ def check_first_frame_image(
     try:
         text = check_media_url(url, media="image")
     except ValueError as err:
+        shown = repr(unsigned_input(url))[:80]  # a presigned URL's signature is a credential
         raise SeedanceInputError(
-            f"Image check failed for {field} (nothing was sent to the API):\n- {field}: {err} (got "
-            f"{url!r:.80})",
-            [{"field": field, "rule": str(err), "value": repr(url)[:80]}],
+            f"Image check failed for {field} (nothing was sent to the API):\n- {field}: {err} (got {shown})",
+            [{"field": field, "rule": str(err), "value": shown}],
         ) from None
     if max_bytes <= 0:
         raise SeedanceConfigurationError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")

@@ -8,13 +8,15 @@ operators' return value (:func:`build_generation_result`) and the trigger event 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any, ClassVar, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -98,11 +100,67 @@ def check_media_url(value: object, *, allow_data_uri: bool = True, media: str = 
     text = value.strip()
     if allow_data_uri and text[:5].lower() == "data:":
         return check_data_uri(text, media=media)
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as err:  # e.g. a bracketed host that is no IPv6 address
+        raise ValueError(f"must be a well-formed URL: {err}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         accepted = f" or a data:{media}/...;base64, URI" if allow_data_uri else ""
         raise ValueError(f"must be an absolute https:// or http:// URL with a host{accepted}")
+    problem = _url_problem(text, parts)
+    if problem:
+        raise ValueError(f"must be a well-formed URL: {problem}")
     return text
+
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def _url_problem(text: str, parts: SplitResult) -> str | None:
+    """
+    Say what makes an http(s) URL one the API cannot fetch (a bad host, port or character), else ``None``.
+
+    The URL is sent to the API as written, which then fetches it, maybe after the request was billed: a
+    host that is no host (``ho st``, ``256.1.1.1``, an invisible character), a port out of range or a line
+    break is refused here, before any HTTP call. The path and query are left alone (fetchers percent-encode
+    them), apart from control characters.
+    """
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
+        return "it contains a control character (a line break, tab or NUL); remove it"
+    try:
+        parts.port  # noqa: B018 - urlsplit only checks the port when it is read
+    except ValueError:
+        return f"the port in {parts.netloc!r} is not a number from 1 to 65535"
+    if parts.port == 0:
+        return f"the port in {parts.netloc!r} is not a number from 1 to 65535"
+    host = parts.hostname or ""
+    if any(unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in host):
+        return f"the host {host!r} contains a space or an invisible character"
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        if ":" in host:
+            return f"the host [{host}] is not a valid IPv6 address"
+    try:
+        name = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        return f"the host {host!r} is not a valid internationalised domain name"
+    labels = name.removesuffix(".").split(".")
+    if len(name) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        return f"the host {host!r} is not a valid host name (dot-separated labels of letters, digits and '-')"
+    if all(label.isdigit() for label in labels) and not _numeric_ipv4(labels):
+        return f"the host {host!r} is not a valid IPv4 address"
+    return None
+
+
+def _numeric_ipv4(labels: list[str]) -> bool:
+    """Whether all-digit labels spell an IPv4 address as URL parsers read them (``1.2.3``, ``2852039166``)."""
+    if len(labels) > 4:
+        return False
+    numbers = [int(label) for label in labels]
+    return all(number <= 255 for number in numbers[:-1]) and numbers[-1] < 256 ** (5 - len(numbers))
 
 
 def check_data_uri(text: str, *, media: str = "image") -> str:
@@ -277,7 +335,8 @@ def input_error_from_validation(model: type[BaseModel], err: ValidationError) ->
             # Our own validators already phrase a rule; pydantic's generic messages are replaced by ours.
             detail = str(item["msg"]).removeprefix("Value error, ")
             rule = detail if kind == "value_error" else rules.get(top, detail)
-        shown = _short_repr(value) if kind != "missing" else None
+        # A presigned URL's signature is a credential: the value is shown without it.
+        shown = _short_repr(unsigned_input(value)) if kind != "missing" else None
         lines.append(f"- {field}: {rule}" + (f" (got {shown})" if shown is not None else ""))
         errors.append({"field": field, "rule": rule, "value": shown})
     message = f"Invalid input for {model.__name__} (nothing was sent to the API):\n" + "\n".join(lines)

@@ -65,6 +65,60 @@ def test_data_uri_accepted() -> None:
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        "https://cdn.example.com/a.png",
+        "https://例子.测试/frame.png",  # an internationalised domain name
+        "https://bücher.example/frame.png",
+        "https://files_internal.example.com/a.png",  # underscores exist in real DNS names
+        "https://example.com./a.png",  # a fully qualified name
+        "https://2852039166/a.png",  # decimal IPv4, as URL parsers read it
+        "https://10.1.2/a.png",
+        "https://[2001:db8::1]:8443/a.png",
+        "http://example.com:80/a b.png",  # fetchers percent-encode the path: left alone
+    ],
+)
+def test_well_formed_image_urls_are_accepted(url: str) -> None:
+    assert validate(first_frame_image_url=url).first_frame_image_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "rule_fragment"),
+    [
+        ("https://ho st/a.png", "contains a space or an invisible character"),
+        ("https://exa\u200bmple.com/a.png", "contains a space or an invisible character"),
+        ("https://example..com/a.png", "is not a valid host name"),
+        ("https://-cdn.example.com/a.png", "is not a valid host name"),
+        ("https://" + "a" * 64 + ".com/a.png", "is not a valid host name"),
+        ("https://256.1.1.1/a.png", "is not a valid IPv4 address"),
+        ("https://1.2.3.4.5/a.png", "is not a valid IPv4 address"),
+        ("https://[::zz]/a.png", "well-formed URL"),
+        ("https://example.com:99999/a.png", "is not a number from 1 to 65535"),
+        ("https://example.com:0/a.png", "is not a number from 1 to 65535"),
+        ("https://example.com/a.png\r\nX-Injected: 1", "control character"),
+        ("https://example.com/a\x00.png", "control character"),
+    ],
+)
+def test_a_url_the_api_could_not_fetch_is_refused_before_any_call(url: str, rule_fragment: str) -> None:
+    # The API fetches the URL itself, maybe after billing the request: a broken one must never reach it.
+    with pytest.raises(SeedanceInputError) as info:
+        validate(first_frame_image_url=url)
+    assert "- first_frame_image_url: " in str(info.value)
+    assert rule_fragment in str(info.value)
+    assert [e["field"] for e in info.value.errors] == ["first_frame_image_url"]
+
+
+def test_a_refused_urls_signature_is_not_repeated() -> None:
+    url = "https://ho st/a.png?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=0123abcd&w=512"
+    with pytest.raises(SeedanceInputError) as info:
+        validate(first_frame_image_url=url)
+    for secret in ("AKIAEXAMPLE", "0123abcd"):
+        assert secret not in str(info.value)
+        assert secret not in str(info.value.errors)
+    assert "w=512" in str(info.value)  # what picks content stays
+
+
+@pytest.mark.parametrize(
     ("field", "value", "rule_fragment"),
     [
         ("prompt", "", "must not be empty"),
