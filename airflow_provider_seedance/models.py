@@ -107,7 +107,7 @@ def check_media_url(value: object, *, allow_data_uri: bool = True, media: str = 
     if parts.scheme not in ("http", "https") or not parts.hostname:
         accepted = f" or a data:{media}/...;base64, URI" if allow_data_uri else ""
         raise ValueError(f"must be an absolute https:// or http:// URL with a host{accepted}")
-    problem = _url_problem(text, parts)
+    problem = url_problem(text, parts)
     if problem:
         raise ValueError(f"must be a well-formed URL: {problem}")
     return text
@@ -117,23 +117,28 @@ _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
 
 
-def _url_problem(text: str, parts: SplitResult) -> str | None:
+def url_problem(text: str, parts: SplitResult) -> str | None:
     """
-    Say what makes an http(s) URL one the API cannot fetch (a bad host, port or character), else ``None``.
+    Say what makes an http(s) URL one nobody can fetch (a bad host, port or character), else ``None``.
 
-    The URL is sent to the API as written, which then fetches it, maybe after the request was billed: a
-    host that is no host (``ho st``, ``256.1.1.1``, an invisible character), a port out of range or a line
-    break is refused here, before any HTTP call. The path and query are left alone (fetchers percent-encode
-    them), apart from control characters.
+    An input URL is sent to the API as written, which then fetches it, maybe after the request was billed;
+    a transfer's source is fetched by the worker. Either way a host that is no host (``ho st``,
+    ``256.1.1.1``, an invisible character), a port out of range or a line break is refused before any HTTP
+    call. The path and query are left alone (fetchers percent-encode them), apart from control characters.
+
+    :param text: the URL, stripped.
+    :param parts: ``urlsplit(text)``, already known to be http(s) with a host.
     """
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
         return "it contains a control character (a line break, tab or NUL); remove it"
     try:
-        parts.port  # noqa: B018 - urlsplit only checks the port when it is read
+        port = parts.port  # urlsplit only checks the port when it is read
     except ValueError:
-        return f"the port in {parts.netloc!r} is not a number from 1 to 65535"
-    if parts.port == 0:
-        return f"the port in {parts.netloc!r} is not a number from 1 to 65535"
+        port = 0
+    if port == 0:
+        # Shown without the user information a netloc may hold.
+        written = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        return f"the port {written!r} is not a number from 1 to 65535"
     host = parts.hostname or ""
     if any(unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in host):
         return f"the host {host!r} contains a space or an invisible character"

@@ -56,6 +56,7 @@ from airflow_provider_seedance.hooks.retry import (
     parse_retry_after,
     retrying,
 )
+from airflow_provider_seedance.models import url_problem
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +116,17 @@ def check_source_url(url: object) -> str:
     if not isinstance(url, str) or not url.strip():
         raise ValueError(f"a source URL must be a non-empty string, got {url!r}")
     text = url.strip()
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as err:  # e.g. a bracketed host that is no IPv6 address
+        raise ValueError(f"a source URL must be well-formed: {err}") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValueError(
             f"a source URL must be an absolute http:// or https:// URL, got {redact_url(text)!r}"
         )
+    problem = url_problem(text, parts)
+    if problem is not None:
+        raise ValueError(f"a source URL must be well-formed: {problem} (got {redact_url(text)!r})")
     rule = url_refusal(text)
     if rule is not None:
         raise ValueError(f"{rule} (got {redact_url(text)!r})")
@@ -136,11 +143,12 @@ def redact_url(url: str) -> str:
     """
     try:
         parts = urlsplit(url)
-    except ValueError:
+        port = parts.port
+    except ValueError:  # an unparseable host, or a port out of range
         return "<unparseable URL>"
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    if port:
+        host = f"{host}:{port}"
     suffix = "?..." if parts.query else ""
     return urlunsplit((parts.scheme, host, parts.path, "", "")) + suffix
 

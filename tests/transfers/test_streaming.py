@@ -249,6 +249,24 @@ def test_check_source_url_rejects(bad: object) -> None:
         check_source_url(bad)
 
 
+@pytest.mark.parametrize(
+    ("bad", "rule"),
+    [
+        ("https://ho st/a.mp4?sig=SECRET", "contains a space or an invisible character"),
+        ("https://cdn.example.com/a\r\nHost: evil.example?sig=SECRET", "control character"),
+        ("https://256.1.1.1/a.mp4", "not a valid IPv4 address"),
+        ("https://user:pw@cdn.example.com:99999/a.mp4?sig=SECRET", "the port '99999' is not a number"),
+        ("https://[::zz]/a.mp4", "does not appear to be an IPv4 or IPv6 address"),
+    ],
+)
+def test_a_malformed_source_url_is_refused_naming_the_problem_and_no_secret(bad: str, rule: str) -> None:
+    with pytest.raises(ValueError, match="a source URL must be well-formed") as info:
+        check_source_url(bad)
+    assert rule in str(info.value)
+    for secret in ("SECRET", "pw"):
+        assert secret not in str(info.value)
+
+
 def test_human_bytes() -> None:
     assert human_bytes(12) == "12 B"
     assert human_bytes(3 * 1024 * 1024) == "3.0 MiB"
