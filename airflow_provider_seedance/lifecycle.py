@@ -126,6 +126,11 @@ def _airflow_default_deferrable(conf: Any) -> bool:
     return str(raw).strip().lower() in {"true", "t", "1"}
 
 
+MAX_WAIT_SECONDS = 365 * 24 * 3600.0
+"""The longest ``timeout`` or ``poll_interval`` accepted (a year): far beyond any generation, well inside
+what dates and sleeps can hold."""
+
+
 def finite_seconds(value: object, name: str) -> float:
     """
     Return ``value`` as a float when it is a finite number of seconds (not a bool); raise otherwise.
@@ -140,9 +145,12 @@ def finite_seconds(value: object, name: str) -> float:
 
 def positive_seconds(value: object, name: str) -> float:
     """
-    Return ``value`` as a float when it is a finite, positive number of seconds; raise otherwise.
+    Return ``value`` as a float when it is a positive number of seconds up to a year; raise otherwise.
 
     Infinity is refused: an endless timeout cannot become a deadline (epoch seconds) nor a deferral timeout.
+    So is anything above :data:`MAX_WAIT_SECONDS`: Airflow adds a deferral's timeout to the current date,
+    which overflows past the year 9999, and a thread cannot sleep that long either. That failure would come
+    after the submit, on every retry.
 
     :param value: the value given.
     :param name: the argument's name, for the message.
@@ -150,6 +158,10 @@ def positive_seconds(value: object, name: str) -> float:
     number = finite_seconds(value, name)
     if number <= 0:
         raise SeedanceConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    if number > MAX_WAIT_SECONDS:
+        raise SeedanceConfigurationError(
+            f"{name} must be at most {MAX_WAIT_SECONDS:.0f} seconds (365 days), got {value!r}"
+        )
     return number
 
 

@@ -61,10 +61,15 @@ class SeedanceRequestSensor(BaseSensorOperator):
         seedance_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        timeout: float | timedelta = DEFAULT_TIMEOUT_SECONDS,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", positive_seconds(poll_interval, "poll_interval"))
+        # Deferring adds the timeout to the current date: an endless or absurd one would overflow there.
+        # (0 stays Airflow's to judge; other shapes get BaseSensorOperator's own error.)
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds != 0:
+            positive_seconds(seconds, "timeout")
         super().__init__(timeout=timeout, **kwargs)
         self.request_id = request_id
         self.seedance_conn_id = seedance_conn_id

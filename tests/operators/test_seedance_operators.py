@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -19,7 +19,11 @@ from airflow_provider_seedance.exceptions import (
     SeedanceTimeoutError,
 )
 from airflow_provider_seedance.hooks.seedance import SeedanceHook
-from airflow_provider_seedance.lifecycle import DEFER_TIMEOUT_GRACE_SECONDS, default_deferrable
+from airflow_provider_seedance.lifecycle import (
+    DEFER_TIMEOUT_GRACE_SECONDS,
+    MAX_WAIT_SECONDS,
+    default_deferrable,
+)
 from airflow_provider_seedance.models import RequestStatus, SeedanceImageToVideoInput
 from airflow_provider_seedance.operators._request_store import (
     MIN_RETENTION,
@@ -151,10 +155,32 @@ def test_deferrable_default_with_a_written_airflow_cfg(
             ConfigParser.remove_section(conf, "operators")
 
 
-@pytest.mark.parametrize(("name", "value"), [("poll_interval", 0), ("timeout", -1), ("timeout", True)])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("poll_interval", 0),
+        ("timeout", -1),
+        ("timeout", True),
+        ("timeout", float("inf")),
+        # Airflow adds a deferral's timeout to the current date: 10**12 s overflows it, after the submit.
+        ("timeout", 10**12),
+        ("poll_interval", 1e12),
+    ],
+)
 def test_rejects_bad_timings(name: str, value: Any) -> None:
     with pytest.raises(SeedanceConfigurationError, match=name):
         i2v(**{name: value})
+
+
+def test_the_longest_timeout_still_defers_to_a_representable_date(
+    emulator: SeedanceEmulator, seedance_conn: str
+) -> None:
+    emulator.set_plan(JobPlan(queue_seconds=30, run_seconds=1))
+    with pytest.raises(TaskDeferred) as deferred:
+        i2v(timeout=MAX_WAIT_SECONDS, deferrable=True).execute(make_context(store=FakeTaskStateStore()))
+    assert deferred.value.timeout is not None
+    # What Airflow's task runner computes when it records the deferral.
+    assert datetime.now(timezone.utc) + deferred.value.timeout > datetime.now(timezone.utc)
 
 
 def test_unknown_argument_fails_at_parse_time() -> None:

@@ -13,7 +13,11 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout, TaskDeferred
 from airflow.sdk import DAG
 
-from airflow_provider_seedance.exceptions import SeedanceInputError, SeedanceRequestFailedError
+from airflow_provider_seedance.exceptions import (
+    SeedanceConfigurationError,
+    SeedanceInputError,
+    SeedanceRequestFailedError,
+)
 from airflow_provider_seedance.hooks.seedance import SeedanceHook
 from airflow_provider_seedance.operators.seedance import SeedanceImageToVideoOperator
 from airflow_provider_seedance.sensors.seedance import SeedanceRequestSensor
@@ -285,3 +289,17 @@ def test_soft_fail_skips_a_request_that_failed_before_the_first_check(
 
     assert str(task_instances(dag_run)[("wait", -1)].state) == "skipped"
     assert "[DAG TEST] running trigger in line" not in logs.text()
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), 10**12, timedelta(days=10**5)])
+def test_a_timeout_deferral_could_not_hold_is_refused_at_once(timeout: Any) -> None:
+    # Deferring adds the timeout to the current date: endless or absurd ones would fail there, every poke.
+    with pytest.raises(SeedanceConfigurationError, match="timeout"):
+        SeedanceRequestSensor(task_id="wait", request_id="abc", timeout=timeout)
+
+
+@pytest.mark.parametrize("timeout", [0, 60, timedelta(days=7), 365 * 24 * 3600])
+def test_ordinary_sensor_timeouts_are_kept(timeout: Any) -> None:
+    sensor = SeedanceRequestSensor(task_id="wait", request_id="abc", timeout=timeout)
+    expected = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    assert sensor.timeout == expected

@@ -119,7 +119,7 @@ def test_rejects_malformed_request_id(request_id: Any) -> None:
         SeedanceRequestTrigger(request_id=request_id)
 
 
-@pytest.mark.parametrize("poll_interval", [0, -1, float("nan"), float("inf"), True, "10"])
+@pytest.mark.parametrize("poll_interval", [0, -1, float("nan"), float("inf"), True, "10", 1e12])
 def test_rejects_bad_poll_interval(poll_interval: Any) -> None:
     with pytest.raises(SeedanceConfigurationError, match="poll_interval"):
         SeedanceRequestTrigger(request_id="abc", poll_interval=poll_interval)
