@@ -175,6 +175,12 @@ def check_token(token: str, conn_id: str) -> str:
         )
     if TOKEN_PATTERN.match(token):
         return token
+    if token[:7].lower() == "bearer " and TOKEN_PATTERN.match(token[7:].strip()):
+        raise SeedanceConfigurationError(
+            f"Connection {conn_id!r}: the API token starts with 'Bearer '. Enter the token alone in the "
+            f"connection's password ('API token' in the UI): the provider adds 'Bearer ' itself. Nothing was "
+            f"sent."
+        )
     kinds = []
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in token):
         kinds.append("a line break, tab or other control character")

@@ -195,6 +195,21 @@ def test_a_bad_token_is_refused_on_the_async_side(
     assert emulator.state.requests() == []
 
 
+@pytest.mark.parametrize("prefix", ["Bearer ", "bearer ", "BEARER  "])
+def test_a_token_pasted_with_its_bearer_prefix_is_refused_saying_so(
+    emulator: SeedanceEmulator, monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> None:
+    # Copied from a curl example: the header would read "Bearer Bearer ..." and every call would get a 401.
+    hook = SeedanceHook(bad_token_conn(emulator, monkeypatch, f"{prefix}{FIRST_HALF}"))
+    try:
+        with pytest.raises(SeedanceConfigurationError, match="starts with 'Bearer '") as raised:
+            hook.get_status("abc123")
+        assert FIRST_HALF not in str(raised.value)
+    finally:
+        hook.close()
+    assert emulator.state.requests() == []
+
+
 def test_the_control_character_rule_names_the_problem(
     emulator: SeedanceEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
