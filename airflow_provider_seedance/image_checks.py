@@ -49,7 +49,7 @@ from airflow_provider_seedance.exceptions import (
     SeedanceURLRefusedError,
 )
 from airflow_provider_seedance.hooks.retry import BackoffWait, parse_retry_after, retrying
-from airflow_provider_seedance.models import check_media_url, unsigned_input
+from airflow_provider_seedance.models import check_media_url, short_repr, unsigned_input
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -305,7 +305,7 @@ def check_first_frame_image(
     try:
         text = check_media_url(url, media="image")
     except ValueError as err:
-        shown = repr(unsigned_input(url))[:80]  # a presigned URL's signature is a credential
+        shown = short_repr(unsigned_input(url))  # a presigned URL's signature is a credential
         raise SeedanceInputError(
             f"Image check failed for {field} (nothing was sent to the API):\n- {field}: {err} (got {shown})",
             [{"field": field, "rule": str(err), "value": shown}],

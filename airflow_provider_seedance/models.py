@@ -341,14 +341,20 @@ def input_error_from_validation(model: type[BaseModel], err: ValidationError) ->
             detail = str(item["msg"]).removeprefix("Value error, ")
             rule = detail if kind == "value_error" else rules.get(top, detail)
         # A presigned URL's signature is a credential: the value is shown without it.
-        shown = _short_repr(unsigned_input(value)) if kind != "missing" else None
+        shown = short_repr(unsigned_input(value)) if kind != "missing" else None
         lines.append(f"- {field}: {rule}" + (f" (got {shown})" if shown is not None else ""))
         errors.append({"field": field, "rule": rule, "value": shown})
     message = f"Invalid input for {model.__name__} (nothing was sent to the API):\n" + "\n".join(lines)
     return SeedanceInputError(message, errors)
 
 
-def _short_repr(value: Any, limit: int = 80) -> str:
+def short_repr(value: Any, limit: int = 80) -> str:
+    """
+    Return ``repr(value)``, cut to ``limit`` characters with ``...`` for messages.
+
+    :param value: the value to show.
+    :param limit: the most characters shown.
+    """
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -707,7 +713,7 @@ class SeedanceTriggerEvent(BaseModel):
             parsed = cls.model_validate(event)
         except ValidationError as err:
             raise SeedanceError(
-                f"Received a malformed Seedance trigger event ({_short_repr(event, 200)}): "
+                f"Received a malformed Seedance trigger event ({short_repr(event, 200)}): "
                 f"{err.errors()[0]['msg']}"
             ) from None
         if expected_request_id and parsed.request_id != expected_request_id:

@@ -28,11 +28,18 @@ from airflow_provider_seedance.exceptions import (
     SeedanceTransientError,
 )
 from airflow_provider_seedance.hooks.retry import parse_retry_after
-from airflow_provider_seedance.models import REQUEST_ID_PATTERN, SubmitResponse, describe_error
+from airflow_provider_seedance.models import REQUEST_ID_PATTERN, SubmitResponse, describe_error, short_repr
 
 log = logging.getLogger(__name__)
 
 Model = TypeVar("Model", bound=BaseModel)
+
+SECRET_MASK = "***"
+"""What replaces the API token wherever an answer repeats it (as Airflow's secrets masker writes)."""
+
+SECRET_MASK_MIN_LENGTH = 5
+"""Shorter tokens are not masked in answers (Airflow's ``min_length_masked_secret`` default): masking a
+token of a letter or two would rewrite ordinary words of the answer, such as its status."""
 
 
 # RunComfy's documented error codes, each with what the user should do about it.
@@ -97,14 +104,6 @@ def _error_fields(body: Any) -> tuple[int | None, str]:
 def _finite_or_none(text: str) -> float | None:
     number = float(text)
     return number if math.isfinite(number) else None
-
-
-SECRET_MASK = "***"
-"""What replaces the API token wherever an answer repeats it (as Airflow's secrets masker writes)."""
-
-SECRET_MASK_MIN_LENGTH = 5
-"""Shorter tokens are not masked in answers (Airflow's ``min_length_masked_secret`` default): masking a
-token of a letter or two would rewrite ordinary words of the answer, such as its status."""
 
 
 def _sent_token(response: httpx.Response) -> str | None:
@@ -395,7 +394,7 @@ def _created_request(response: httpx.Response, body: Mapping[str, Any], *, model
     status = response.status_code
     named = body["request_id"]
     if not isinstance(named, str) or not REQUEST_ID_PATTERN.match(named):
-        shown = repr(named) if len(repr(named)) <= 80 else repr(named)[:77] + "..."
+        shown = short_repr(named)
         raise SeedanceSubmissionStateUnknownError(
             f"Submission state unknown for model {model_id}: the API's answer (HTTP {status}) names the "
             f"request id {shown}, which is not a RunComfy request id (1-128 letters, digits, '_' or '-'), "
@@ -468,7 +467,7 @@ def parse_body(
     for kind, asked in (("request", request_id), ("model", model_id)):
         named = getattr(parsed, f"{kind}_id", None)
         if asked and isinstance(named, str) and named.strip("/") != asked.strip("/"):
-            shown = repr(named) if len(repr(named)) <= 80 else repr(named)[:77] + "..."
+            shown = short_repr(named)
             raise SeedanceMalformedResponseError(
                 f"The API's {call} answer{about} is about {kind} {shown}; another {kind}'s answer is never "
                 f"used (a proxy or cache between Airflow and the API may be mixing answers up).",
