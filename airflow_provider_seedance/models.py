@@ -431,11 +431,13 @@ class _Response(BaseModel):
 
 def _informational_number(value: object, handler: ValidatorFunctionWrapHandler) -> Any:
     """
-    Read a field that only informs (a queue position, a cost): a value that is not a finite number >= 0 is
-    ``None``.
+    Read a number that only informs (a queue position, a cost): ``None`` unless it is finite and >= 0.
 
     An odd value there (``"n/a"``, ``2.5`` for a position, ``-1``, ``true``) must not turn a good answer into
     a failed poll, nor fail a task whose video was generated and paid for.
+
+    :param value: the value in the answer.
+    :param handler: pydantic's own validation of the field's type.
     """
     if value is None or isinstance(value, bool):
         return None

@@ -153,6 +153,9 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", "")) + suffix
 
 
+_PRINTABLE_ASCII = "".join(map(chr, range(0x20, 0x7F)))
+
+
 def source_identity(url: str) -> str:
     """
     Return the stable identity of a source URL: scheme, host and path, without credentials or query.
@@ -167,9 +170,6 @@ def source_identity(url: str) -> str:
     :param url: the source URL.
     """
     return quote(redact_url(url).removesuffix("?..."), safe=_PRINTABLE_ASCII)
-
-
-_PRINTABLE_ASCII = "".join(map(chr, range(0x20, 0x7F)))
 
 
 # ---------------------------------------------------------------------------------------------------------
