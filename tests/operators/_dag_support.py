@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_seedance.hooks.seedance import SeedanceHook
+from airflow_provider_seedance.hooks.seedance import SeedanceConnectionConfig, SeedanceHook
 from airflow_provider_seedance.models import (
     SEEDANCE_1_5_PRO_I2V_MODEL_ID,
     RequestStatus,
@@ -177,6 +177,21 @@ def in_background(action: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=action, daemon=True)
     thread.start()
     return thread
+
+
+def offline_hook(emulator: SeedanceEmulator) -> SeedanceHook:
+    """
+    Return a hook on the emulator that never asks Airflow for its connection.
+
+    For a background thread while dag.test() runs a task in the same process: on Airflow 3.0 a connection
+    lookup there goes through the one supervisor channel the task is using, and can cut the task's own
+    messages (its Variable and XCom writes) short.
+
+    :param emulator: the emulator to call.
+    """
+    hook = SeedanceHook()
+    hook.__dict__["config"] = SeedanceConnectionConfig(base_url=emulator.base_url, token=emulator.token)
+    return hook
 
 
 def wait_for(predicate: Callable[[], bool], limit: float = 15.0) -> None:

@@ -23,6 +23,7 @@ from tests.operators._dag_support import (
     CapturedLogs,
     assert_retry_reattaches_through_a_variable,
     in_background,
+    offline_hook,
     request_state,
     run_dag,
     spy_variable_saves,
@@ -121,7 +122,7 @@ def test_request_cancelled_elsewhere_fails_the_task(emulator: SeedanceEmulator, 
     def cancel_when_submitted() -> None:
         # dag.test() can take many seconds to start the task on a loaded machine.
         wait_for(lambda: len(emulator.state.jobs()) == 1, limit=240)
-        hook = SeedanceHook()
+        hook = offline_hook(emulator)
         hook.cancel(emulator.state.jobs()[0].request_id)
         hook.close()
 

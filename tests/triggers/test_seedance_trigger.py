@@ -310,7 +310,8 @@ async def test_not_found_right_after_submit_is_read_after_write_lag(
     emulator: SeedanceEmulator, seedance_conn: str, logs: CapturedLogs
 ) -> None:
     submitted_at = time.time()
-    request_id = submit(emulator, JobPlan(queue_seconds=0, run_seconds=0.1, not_found_seconds=0.4))
+    # A lag long enough for several 0.05 s polls even when a loaded machine starts the trigger late.
+    request_id = submit(emulator, JobPlan(queue_seconds=0, run_seconds=0.1, not_found_seconds=1.5))
     payload = await first_event(trigger_for(request_id, submitted_at=submitted_at))
 
     assert payload["status"] == "succeeded"
