@@ -164,7 +164,11 @@ def _numeric_ipv4(labels: list[str]) -> bool:
     """Whether all-digit labels spell an IPv4 address as URL parsers read them (``1.2.3``, ``2852039166``)."""
     if len(labels) > 4:
         return False
-    numbers = [int(label) for label in labels]
+    try:
+        # A leading 0 makes a part octal (0251 is 169), as in inet_aton and WHATWG URL parsing.
+        numbers = [int(label, 8) if len(label) > 1 and label[0] == "0" else int(label) for label in labels]
+    except ValueError:  # 08, 09: no octal digit
+        return False
     return all(number <= 255 for number in numbers[:-1]) and numbers[-1] < 256 ** (5 - len(numbers))
 
 

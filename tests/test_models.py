@@ -74,6 +74,7 @@ def test_data_uri_accepted() -> None:
         "https://example.com./a.png",  # a fully qualified name
         "https://2852039166/a.png",  # decimal IPv4, as URL parsers read it
         "https://10.1.2/a.png",
+        "https://0251.0376.0251.0376/a.png",  # octal parts
         "https://[2001:db8::1]:8443/a.png",
         "http://example.com:80/a b.png",  # fetchers percent-encode the path: left alone
     ],
@@ -92,6 +93,7 @@ def test_well_formed_image_urls_are_accepted(url: str) -> None:
         ("https://" + "a" * 64 + ".com/a.png", "is not a valid host name"),
         ("https://256.1.1.1/a.png", "is not a valid IPv4 address"),
         ("https://1.2.3.4.5/a.png", "is not a valid IPv4 address"),
+        ("https://08.1.1.1/a.png", "is not a valid IPv4 address"),
         ("https://[::zz]/a.png", "well-formed URL"),
         ("https://example.com:99999/a.png", "is not a number from 1 to 65535"),
         ("https://example.com:0/a.png", "is not a number from 1 to 65535"),
